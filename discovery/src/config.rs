@@ -1,0 +1,126 @@
+//! Daemon configuration: CLI flags and environment → optional TOML file → one validated struct.
+//! Every default is written once, here.
+
+use std::{path::{Path, PathBuf}, time::Duration};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Keys of the TOML file. Unknown keys are an error, so a typo is never silently ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Size of the kernel→user ring buffer in bytes (power of two, multiple of the page size).
+    /// 16 MiB holds several hundred thousand events if the reader stalls briefly.
+    pub ringbuf_bytes: u32,
+    /// How long the kernel suppresses a repeat of the same (cgroup, kind, object, actor) before
+    /// emitting it again with the number of suppressed repeats. Keeps the ring buffer quiet for
+    /// repeated behaviour while `last_seen` and counts stay fresh.
+    pub dedup_window_ms: u64,
+    /// Capacity of the userspace queue between the ring-buffer reader and the aggregator.
+    pub queue_capacity: usize,
+    /// How often aggregated behaviour is written to SQLite in one transaction.
+    pub flush_interval_ms: u64,
+    /// Distinct edges held in memory before an early flush; bounds memory whatever the event rate.
+    pub max_pending_edges: usize,
+    /// Longest argv kept per exec, in bytes (the kernel's own bound is the hard limit).
+    pub argv_bytes: usize,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            ringbuf_bytes: 16 << 20,
+            dedup_window_ms: 10_000,
+            queue_capacity: 65_536,
+            flush_interval_ms: 1_000,
+            max_pending_edges: 100_000,
+            argv_bytes: 512,
+        }
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: PathBuf,
+    pub ringbuf_bytes: u32,
+    pub dedup_window: Duration,
+    pub queue_capacity: usize,
+    pub flush_interval: Duration,
+    pub max_pending_edges: usize,
+    pub argv_bytes: usize,
+}
+
+impl Config {
+    /// Reads the optional file and validates everything in one step.
+    pub fn load(file: Option<&Path>, db: PathBuf) -> Result<Config, ConfigError> {
+        let fc = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        Config::from_file_config(fc, db)
+    }
+
+    pub fn from_file_config(fc: FileConfig, db: PathBuf) -> Result<Config, ConfigError> {
+        let page = 4096u32;
+        if !fc.ringbuf_bytes.is_power_of_two() || fc.ringbuf_bytes < page {
+            return Err(ConfigError::Invalid(format!(
+                "ringbuf_bytes must be a power of two of at least {page}, got {}",
+                fc.ringbuf_bytes
+            )));
+        }
+        if fc.queue_capacity == 0 || fc.max_pending_edges == 0 {
+            return Err(ConfigError::Invalid("queue_capacity and max_pending_edges must be positive".into()));
+        }
+        if fc.flush_interval_ms == 0 {
+            return Err(ConfigError::Invalid("flush_interval_ms must be positive".into()));
+        }
+        if db.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("--db must not be empty".into()));
+        }
+        Ok(Config {
+            db,
+            ringbuf_bytes: fc.ringbuf_bytes,
+            dedup_window: Duration::from_millis(fc.dedup_window_ms),
+            queue_capacity: fc.queue_capacity,
+            flush_interval: Duration::from_millis(fc.flush_interval_ms),
+            max_pending_edges: fc.max_pending_edges,
+            argv_bytes: fc.argv_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = toml::from_str::<FileConfig>("ringbuf_byte = 4096").unwrap_err();
+        assert!(err.message().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn ringbuf_must_be_power_of_two() {
+        let fc = FileConfig { ringbuf_bytes: 5000, ..FileConfig::default() };
+        assert!(Config::from_file_config(fc, "/tmp/x.db".into()).is_err());
+        assert!(Config::from_file_config(FileConfig::default(), "/tmp/x.db".into()).is_ok());
+    }
+}

@@ -1,0 +1,22 @@
+//! Stance: learns how each workload behaves and turns it into least-privilege runtime policy.
+//!
+//! Data flows one way, and the modules follow it:
+//!
+//! ```text
+//! kernel (probes-ebpf/*.bpf.c) → probes (load, attach, read ring buffer, decode)
+//!   → pipeline (aggregate per workload, bounded, batched) → store (SQLite behaviour graph)
+//!   → queries (CLI `workloads`, `graph`)
+//! ```
+//!
+//! `identity` turns a cgroup into the workload a policy will apply to; `launch` puts a command into a
+//! named workload; `daemon` wires everything together for `stance run`.
+
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod launch;
+pub mod model;
+pub mod paths;
+pub mod pipeline;
+pub mod probes;
+pub mod store;

@@ -1,0 +1,10 @@
+//! Every filesystem path Stance uses by default, in one place.
+
+/// Default SQLite database of `stance run` and the query commands.
+pub const DEFAULT_DB: &str = "/var/lib/stance/stance.db";
+/// Where the cgroup2 hierarchy is looked up (the mount point itself is read from here).
+pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// Directory under the cgroup2 mount that holds the cgroups of `stance launch`.
+pub const LAUNCH_CGROUP_DIR: &str = "stance";
+/// Where BPF objects are pinned so enforcement survives a daemon restart.
+pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/stance";
