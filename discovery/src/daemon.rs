@@ -1,8 +1,169 @@
-//! `stance run`. (being written)
-use crate::config::Config;
+//! `stance run`: opens the store, loads the probes, picks up what is already running, starts the
+//! pipeline, and on SIGINT/SIGTERM stops in an order that loses nothing already observed.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::Path,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    identity::{self, Resolver},
+    model::{Batch, CgroupObs, ExecutableObs},
+    pipeline::{self, Aggregator, Resolution},
+    probes::{LoadOptions, Probes},
+    store::Store,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("stance run must run as root (loading BPF programs needs CAP_BPF and CAP_SYS_ADMIN)")]
+    NotRoot,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Probes(#[from] crate::probes::ProbeError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("cannot install the signal handler")]
+    Signal(#[source] std::io::Error),
+}
+
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("STANCE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
-pub async fn run(_cfg: Config) -> anyhow::Result<()> { anyhow::bail!("not implemented") }
+
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DaemonError::NotRoot);
+    }
+    // The database first: a bad --db is reported before anything is loaded into the kernel.
+    let store = Store::open(&cfg.db).await?;
+    let mount = identity::cgroup2_mount()?;
+
+    let mut probes = Probes::load(&LoadOptions {
+        ringbuf_bytes: cfg.ringbuf_bytes,
+        dedup_window_ns: cfg.dedup_window.as_nanos() as u64,
+        argv_max: cfg.argv_bytes as u32,
+        self_tgid: std::process::id(),
+    })?;
+    println!("stance: observing this host (pid {}), cgroup2 at {}", std::process::id(), mount.display());
+    for st in &probes.status {
+        println!("  {st}");
+    }
+    let ringbuf = probes.take_ringbuf()?;
+    let kernel_losses = probes.take_loss_counters()?;
+
+    // Workloads that were running before the daemon: every cgroup and every running executable.
+    let mut resolver = Resolver::new(mount.clone());
+    let known = resolver.scan()?;
+    let initial = tokio::task::block_in_place(|| running_processes(&mount, &mut resolver));
+    info!(cgroups = known, workloads = initial.cgroups.len(), executables = initial.executables.len(), "picked up running workloads");
+    store.write_batch(&initial).await?;
+
+    println!("stance: writing to {}", cfg.db.display());
+    println!("stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`", cfg.db.display(), cfg.db.display());
+
+    let (ev_tx, ev_rx) = mpsc::channel(cfg.queue_capacity);
+    let (win_tx, win_rx) = mpsc::channel(2);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let losses = Arc::new(pipeline::ReaderLosses::default());
+    let stats = Arc::new(pipeline::ReaderStats::default());
+    let resolution = Arc::new(Mutex::new(Resolution::new(resolver, Some(kernel_losses))));
+
+    let reader = tokio::spawn(pipeline::run_reader(ringbuf, ev_tx, losses.clone(), stats.clone(), stop_rx));
+    let aggregator = tokio::spawn(pipeline::run_aggregator(
+        ev_rx,
+        Aggregator::new(pipeline::boot_to_unix_offset_ns(), cfg.argv_bytes),
+        losses,
+        win_tx,
+        cfg.flush_interval,
+        cfg.max_pending_edges,
+    ));
+    let mut writer = tokio::spawn(pipeline::run_writer(win_rx, store, resolution));
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let early_exit = tokio::select! {
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+        res = &mut writer => Some(res),
+    };
+    if let Some(res) = early_exit {
+        // The writer only ends early on a persistent database failure.
+        let err = match res {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => unreachable!("writer ended while the aggregator was running"),
+            Err(j) => pipeline::PipelineError::Join(j),
+        };
+        return Err(err.into());
+    }
+    println!("stance: stopping; flushing what was observed");
+    // Detach first so nothing new arrives, then drain and flush in order.
+    drop(probes);
+    let _ = stop_tx.send(true);
+    reader.await.map_err(pipeline::PipelineError::Join)??;
+    aggregator.await.map_err(pipeline::PipelineError::Join)?;
+    let store = writer.await.map_err(pipeline::PipelineError::Join)??;
+    store.close().await;
+    let dropped = stats.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        warn!(dropped, "events were dropped while the pipeline was behind (recorded as queue-full losses)");
+    }
+    println!("stance: stopped; {} events received", stats.received.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// Reads /proc once at start: each process's cgroup and executable. This is the only place paths
+/// come from userspace, and only for what ran before the probes were attached.
+fn running_processes(mount: &Path, resolver: &mut Resolver) -> Batch {
+    let now = pipeline::unix_now_ns();
+    let mut batch = Batch::default();
+    let mut by_path: HashMap<String, String> = HashMap::new();
+    let Ok(all) = procfs::process::all_processes() else {
+        return batch;
+    };
+    for proc in all.flatten() {
+        if proc.pid() as u32 == std::process::id() {
+            continue;
+        }
+        let Ok(cgroups) = proc.cgroups() else { continue };
+        let Some(v2) = cgroups.0.iter().find(|c| c.hierarchy == 0) else { continue };
+        let workload = match by_path.get(&v2.pathname) {
+            Some(w) => w.clone(),
+            None => {
+                let Ok(meta) = std::fs::metadata(mount.join(v2.pathname.trim_start_matches('/'))) else { continue };
+                let id = meta.ino();
+                resolver.learn(id, v2.pathname.clone());
+                let (path, identity) = resolver.resolve(id);
+                let name = identity.name.clone();
+                batch.cgroups.push(CgroupObs { cgroup_id: id, path, identity, seen_at: now });
+                by_path.insert(v2.pathname.clone(), name.clone());
+                name
+            }
+        };
+        let Ok(exe) = proc.exe() else { continue };
+        let Ok(meta) = std::fs::metadata(&exe) else { continue };
+        let argv = proc.cmdline().ok().map(|a| a.join(" ")).filter(|s| !s.is_empty());
+        batch.executables.push(ExecutableObs {
+            workload,
+            path: exe.to_string_lossy().into_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            memfd: false,
+            argv,
+        });
+    }
+    batch
+}

@@ -1,1 +1,331 @@
-//! pipeline (being written)
+//! probes → store: three tasks joined by bounded channels.
+//!
+//! ```text
+//! ring buffer ──reader──► [queue: Event, bounded, try_send] ──aggregator──► [Window, bounded] ──writer──► SQLite
+//! ```
+//!
+//! * The **reader** never blocks on the event path: when the queue is full it counts the drop per
+//!   cgroup (`queue-full` loss) and goes on.
+//! * The **aggregator** folds events into per-cgroup edges for one flush window; memory is bounded
+//!   by `max_pending_edges` (an early flush) and by the window channel (backpressure into the queue).
+//! * The **writer** resolves cgroups to workloads (filesystem work, in `spawn_blocking`), reads the
+//!   kernel's loss counters, and writes one transaction per window.
+//!
+//! Shutdown: the daemon detaches the programs, then tells the reader to stop; the reader drains the
+//! ring buffer with awaited sends (nothing is dropped at a clean stop), the channel closes, the
+//! aggregator flushes its last window, and the writer finishes when that window is written.
+
+pub mod aggregate;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::{mpsc, watch},
+};
+use tracing::{debug, error, warn};
+
+use crate::{
+    identity::Resolver,
+    model::{Batch, CgroupObs, EdgeKey, EdgeStats, ExecutableObs, LossObs, LossReason, NodeKind, NodeRef},
+    probes::{
+        abi,
+        decode::{decode, Event},
+        LossCounters,
+    },
+    store::Store,
+};
+pub use aggregate::{Aggregator, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot poll the ring buffer")]
+    RingBuf(#[source] std::io::Error),
+    #[error("writing to the database failed {attempts} times in a row")]
+    Store {
+        attempts: u32,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("a pipeline task panicked")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Losses counted by the reader, handed to the aggregator at each flush.
+#[derive(Debug, Default)]
+pub struct ReaderLosses {
+    /// Events dropped because the queue was full, per cgroup. Locked only on the drop path and at
+    /// flush, never for a delivered event.
+    queue_full: Mutex<HashMap<u64, u64>>,
+    malformed: AtomicU64,
+}
+
+impl ReaderLosses {
+    fn drain_into(&self, agg: &mut Aggregator) {
+        let taken = std::mem::take(&mut *self.queue_full.lock().expect("queue_full lock"));
+        for (cg, n) in taken {
+            agg.add_loss(Some(cg), LossReason::QueueFull, n);
+        }
+        agg.add_loss(None, LossReason::Malformed, self.malformed.swap(0, Ordering::Relaxed));
+    }
+}
+
+/// Counters the reader keeps for the status line and the benchmark.
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    pub received: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Reads the ring buffer until told to stop, then drains it completely.
+pub async fn run_reader(
+    ringbuf: RingBuf<MapData>,
+    tx: mpsc::Sender<Event>,
+    losses: Arc<ReaderLosses>,
+    stats: Arc<ReaderStats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
+    // and it lives inside the AsyncFd until the AsyncFd is dropped.
+    let mut afd = unsafe { AsyncFd::register_with_interest(ringbuf, Interest::READABLE) }
+        .map_err(|e| PipelineError::RingBuf(e.into_parts().1))?;
+    loop {
+        tokio::select! {
+            guard = afd.readable_mut() => {
+                let mut guard = guard.map_err(PipelineError::RingBuf)?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    match decode(&item) {
+                        Ok(ev) => {
+                            if let Err(mpsc::error::TrySendError::Full(ev)) = tx.try_send(ev) {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                *losses.queue_full.lock().expect("queue_full lock").entry(ev.cgroup_id).or_default() += 1;
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "malformed record");
+                            losses.malformed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    // Programs are detached by now: drain what is left, waiting for room rather than dropping.
+    let rb = afd.get_mut();
+    let mut pending = Vec::new();
+    while let Some(item) = rb.next() {
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        match decode(&item) {
+            Ok(ev) => pending.push(ev),
+            Err(_) => {
+                losses.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for ev in pending {
+        if tx.send(ev).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Folds events into windows; flushes every `every`, or early when `max_pending` edges are held.
+pub async fn run_aggregator(
+    mut rx: mpsc::Receiver<Event>,
+    mut agg: Aggregator,
+    losses: Arc<ReaderLosses>,
+    windows: mpsc::Sender<Window>,
+    every: Duration,
+    max_pending: usize,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut buf, 1024) => {
+                if n == 0 {
+                    break;
+                }
+                for ev in buf.drain(..) {
+                    agg.ingest(ev);
+                }
+                if agg.pending_edges() >= max_pending {
+                    losses.drain_into(&mut agg);
+                    if windows.send(agg.take_window()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                losses.drain_into(&mut agg);
+                let w = agg.take_window();
+                if !w.is_empty() && windows.send(w).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    losses.drain_into(&mut agg);
+    let w = agg.take_window();
+    if !w.is_empty() {
+        let _ = windows.send(w).await;
+    }
+}
+
+/// What the writer needs besides the store: cgroup→workload resolution and the kernel's loss
+/// counters (absent when replaying recorded events).
+pub struct Resolution {
+    pub resolver: Resolver,
+    pub kernel_losses: Option<LossCounters>,
+    /// Last cumulative kernel counts per cgroup, to turn snapshots into deltas.
+    prev: HashMap<u64, [u64; abi::STANCE_LOSS_NR as usize]>,
+    prev_unattributed: [u64; abi::STANCE_LOSS_NR as usize],
+}
+
+impl Resolution {
+    pub fn new(resolver: Resolver, kernel_losses: Option<LossCounters>) -> Self {
+        Resolution { resolver, kernel_losses, prev: HashMap::new(), prev_unattributed: [0; abi::STANCE_LOSS_NR as usize] }
+    }
+
+    /// Window (cgroup ids) → Batch (workloads). Blocking: touches /sys/fs/cgroup and BPF maps.
+    pub fn to_batch(&mut self, mut w: Window, now: i64) -> Batch {
+        const KERNEL_REASONS: [LossReason; abi::STANCE_LOSS_NR as usize] =
+            [LossReason::RingbufFull, LossReason::ReadFailed];
+        if let Some(k) = &self.kernel_losses {
+            let (per, un) = k.snapshot();
+            for (cg, counts) in per {
+                let prev = self.prev.entry(cg).or_default();
+                for (i, reason) in KERNEL_REASONS.iter().enumerate() {
+                    w.add_loss(Some(cg), *reason, counts[i].saturating_sub(prev[i]));
+                }
+                *prev = counts;
+            }
+            for (i, reason) in KERNEL_REASONS.iter().enumerate() {
+                w.add_loss(None, *reason, un[i].saturating_sub(self.prev_unattributed[i]));
+            }
+            self.prev_unattributed = un;
+        }
+
+        let mut removed = Vec::new();
+        for change in w.cgroup_changes.drain(..) {
+            match change {
+                aggregate::CgroupChange::Created { id, path } => self.resolver.learn(id, path),
+                aggregate::CgroupChange::Removed { id } => removed.push(id),
+            }
+        }
+
+        let mut names: HashMap<u64, String> = HashMap::new();
+        let mut batch = Batch::default();
+        let mut seen = |cg: u64, at: i64, batch: &mut Batch, resolver: &mut Resolver| -> String {
+            if let Some(n) = names.get(&cg) {
+                return n.clone();
+            }
+            let (path, identity) = resolver.resolve(cg);
+            let name = identity.name.clone();
+            batch.cgroups.push(CgroupObs { cgroup_id: cg, path, identity, seen_at: at });
+            names.insert(cg, name.clone());
+            name
+        };
+
+        for (cg, at) in &w.active_cgroups {
+            seen(*cg, *at, &mut batch, &mut self.resolver);
+        }
+        let mut edges: HashMap<EdgeKey, EdgeStats> = HashMap::with_capacity(w.edges.len());
+        for (e, stats) in w.edges {
+            let workload = seen(e.cgroup_id, stats.last_seen, &mut batch, &mut self.resolver);
+            let source = if e.source.kind == NodeKind::Workload && e.source.label == aggregate::WORKLOAD_PLACEHOLDER {
+                NodeRef::new(NodeKind::Workload, workload.clone())
+            } else {
+                e.source
+            };
+            let key = EdgeKey { workload, kind: e.kind, source, target: e.target, access: e.access, result: e.result };
+            edges.entry(key).and_modify(|s| s.merge(stats)).or_insert(stats);
+        }
+        batch.edges = edges.into_iter().collect();
+        for ((cg, path), x) in w.executables {
+            let workload = seen(cg, now, &mut batch, &mut self.resolver);
+            batch.executables.push(ExecutableObs {
+                workload,
+                path,
+                dev: x.dev,
+                ino: x.ino,
+                memfd: x.memfd,
+                argv: x.argv,
+            });
+        }
+        for ((cg, reason), count) in w.losses {
+            let workload = cg.map(|cg| seen(cg, now, &mut batch, &mut self.resolver));
+            batch.losses.push(LossObs { workload, reason, count, at: now });
+        }
+        for id in removed {
+            self.resolver.forget(id);
+        }
+        batch
+    }
+}
+
+/// Writes windows until the aggregator is done. A write that keeps failing stops the daemon:
+/// an observer that silently stops recording is worse than one that exits loudly.
+pub async fn run_writer(
+    mut rx: mpsc::Receiver<Window>,
+    store: Store,
+    resolution: Arc<Mutex<Resolution>>,
+) -> Result<Store, PipelineError> {
+    const ATTEMPTS: u32 = 5;
+    while let Some(w) = rx.recv().await {
+        let res = resolution.clone();
+        let batch = tokio::task::spawn_blocking(move || {
+            let now = unix_now_ns();
+            res.lock().expect("resolution lock").to_batch(w, now)
+        })
+        .await?;
+        if batch.is_empty() {
+            continue;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match store.write_batch(&batch).await {
+                Ok(()) => break,
+                Err(e) if attempt < ATTEMPTS => {
+                    warn!(error = %e, attempt, "database write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(source) => {
+                    error!(error = %source, "database write failed; stopping");
+                    return Err(PipelineError::Store { attempts: attempt, source });
+                }
+            }
+        }
+    }
+    Ok(store)
+}
+
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// CLOCK_REALTIME − CLOCK_BOOTTIME, to turn the kernel's boot-time stamps into unix time.
+pub fn boot_to_unix_offset_ns() -> i64 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the valid, initialised timespec we pass.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+}

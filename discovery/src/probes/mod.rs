@@ -1,1 +1,305 @@
-//! probes (being written)
+//! Kernel side → userspace: loads Stance's observation programs (`probes-ebpf/src/observe.bpf.c`,
+//! embedded at build time), attaches each probe family, reports per family `active` or
+//! `unavailable: <reason>`, and hands out the ring buffer and the loss counters.
+//!
+//! Nothing here interprets events beyond decoding (`decode`); aggregation is the pipeline's job.
+
+pub mod abi;
+pub mod decode;
+
+use std::fmt;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FExit, Lsm, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfError, EbpfLoader,
+};
+
+/// The observation object, compiled by build.rs from probes-ebpf/src/observe.bpf.c.
+static OBSERVE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observe.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this binary was built with STANCE_SKIP_BPF=1 and carries no BPF programs: build it with `make build`")]
+    NotBuilt,
+    #[error("BPF is unavailable: cannot read kernel BTF from /sys/kernel/btf/vmlinux")]
+    NoBtf(#[source] aya::BtfError),
+    #[error("cannot load the BPF object")]
+    Load(#[source] EbpfError),
+    #[error("BPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("BPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("no probe family could be attached: BPF is unavailable on this kernel ({0})")]
+    NothingAttached(String),
+}
+
+/// Settings the kernel side is loaded with.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub ringbuf_bytes: u32,
+    pub dedup_window_ns: u64,
+    pub argv_max: u32,
+    /// The daemon's own pid: its activity is not observed.
+    pub self_tgid: u32,
+}
+
+/// Outcome of attaching one probe family.
+#[derive(Debug, Clone)]
+pub struct FamilyStatus {
+    pub family: &'static str,
+    /// Programs of the family that attached.
+    pub attached: Vec<&'static str>,
+    /// Programs that failed, with the reason (first line of the kernel's / aya's error).
+    pub failed: Vec<(&'static str, String)>,
+}
+
+impl FamilyStatus {
+    pub fn is_active(&self) -> bool {
+        !self.attached.is_empty()
+    }
+}
+
+impl fmt::Display for FamilyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.failed.is_empty() {
+            write!(f, "{}: active", self.family)
+        } else if self.attached.is_empty() {
+            let reasons: Vec<String> = self.failed.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+            write!(f, "{}: unavailable: {}", self.family, reasons.join("; "))
+        } else {
+            let reasons: Vec<String> = self.failed.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+            write!(f, "{}: active (not attached: {})", self.family, reasons.join("; "))
+        }
+    }
+}
+
+/// How one program attaches.
+enum Attach {
+    /// `tracepoint/<category>/<name>`
+    TracePoint(&'static str, &'static str),
+    /// `tp_btf/<name>`
+    BtfTracePoint(&'static str),
+    /// `fexit/<function>`
+    FExit(&'static str),
+    /// `lsm/<hook>`
+    Lsm(&'static str),
+}
+
+/// A probe family: the programs that observe one kind of behaviour. For capabilities the programs
+/// are alternatives (the first that attaches is enough).
+struct Family {
+    name: &'static str,
+    programs: &'static [(&'static str, Attach)],
+    alternatives: bool,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "exec",
+        programs: &[("stance_exec", Attach::BtfTracePoint("sched_process_exec"))],
+        alternatives: false,
+    },
+    Family {
+        name: "process lifecycle",
+        programs: &[
+            ("stance_fork", Attach::BtfTracePoint("sched_process_fork")),
+            ("stance_exit", Attach::BtfTracePoint("sched_process_exit")),
+        ],
+        alternatives: false,
+    },
+    Family {
+        name: "file opens",
+        programs: &[
+            ("stance_exit_open", Attach::TracePoint("syscalls", "sys_exit_open")),
+            ("stance_exit_openat", Attach::TracePoint("syscalls", "sys_exit_openat")),
+            ("stance_exit_openat2", Attach::TracePoint("syscalls", "sys_exit_openat2")),
+            ("stance_exit_creat", Attach::TracePoint("syscalls", "sys_exit_creat")),
+            ("stance_exit_open_by_handle_at", Attach::TracePoint("syscalls", "sys_exit_open_by_handle_at")),
+        ],
+        alternatives: false,
+    },
+    Family {
+        name: "network",
+        programs: &[
+            ("stance_exit_connect", Attach::TracePoint("syscalls", "sys_exit_connect")),
+            ("stance_exit_sendto", Attach::TracePoint("syscalls", "sys_exit_sendto")),
+            ("stance_exit_sendmsg", Attach::TracePoint("syscalls", "sys_exit_sendmsg")),
+            ("stance_exit_sendmmsg", Attach::TracePoint("syscalls", "sys_exit_sendmmsg")),
+        ],
+        alternatives: false,
+    },
+    Family {
+        name: "capabilities",
+        programs: &[
+            ("stance_cap_capable", Attach::FExit("cap_capable")),
+            ("stance_lsm_capable", Attach::Lsm("capable")),
+        ],
+        alternatives: true,
+    },
+    Family {
+        name: "cgroups",
+        programs: &[
+            ("stance_cgroup_mkdir", Attach::BtfTracePoint("cgroup_mkdir")),
+            ("stance_cgroup_rmdir", Attach::BtfTracePoint("cgroup_rmdir")),
+        ],
+        alternatives: false,
+    },
+];
+
+/// The loaded observation programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub status: Vec<FamilyStatus>,
+}
+
+/// Reads the kernel's loss counters (per cgroup, and those it could not attribute).
+pub struct LossCounters {
+    per_cgroup: BpfHashMap<MapData, u64, abi::stance_losses>,
+    unattributed: PerCpuArray<MapData, u64>,
+}
+
+impl LossCounters {
+    /// Cumulative counts since load: (cgroup id, [ringbuf, read-failed]) and the unattributed sums.
+    pub fn snapshot(&self) -> (Vec<(u64, [u64; abi::STANCE_LOSS_NR as usize])>, [u64; abi::STANCE_LOSS_NR as usize]) {
+        let mut per = Vec::new();
+        for item in self.per_cgroup.iter().flatten() {
+            per.push((item.0, item.1.count));
+        }
+        let mut un = [0u64; abi::STANCE_LOSS_NR as usize];
+        for (i, slot) in un.iter_mut().enumerate() {
+            if let Ok(values) = self.unattributed.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        (per, un)
+    }
+}
+
+fn first_line(err: &ProgramError) -> String {
+    // Keep the verifier's last meaningful line: that is where the reason is.
+    if let ProgramError::LoadError { io_error, verifier_log } = err {
+        let last = verifier_log.to_string();
+        let summary = ["processed ", "stack depth", "verification time", "max_states", "mark_read"];
+        let reason = last
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !summary.iter().any(|s| l.starts_with(s)))
+            .unwrap_or("");
+        if reason.is_empty() {
+            return io_error.to_string();
+        }
+        return format!("{io_error} ({})", reason.trim());
+    }
+    let mut s = err.to_string();
+    let mut src = std::error::Error::source(err);
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
+impl Probes {
+    /// Loads the object and attaches every family it can. Fails only if nothing attaches at all.
+    pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
+        if OBSERVE_OBJ.is_empty() {
+            return Err(ProbeError::NotBuilt);
+        }
+        raise_memlock_limit();
+        let btf = Btf::from_sys_fs().map_err(ProbeError::NoBtf)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("stance_tgid", &opts.self_tgid, true)
+            .override_global("dedup_window_ns", &opts.dedup_window_ns, true)
+            .override_global("argv_max", &opts.argv_max, true)
+            .map_max_entries("events", opts.ringbuf_bytes)
+            .load(OBSERVE_OBJ)
+            .map_err(ProbeError::Load)?;
+
+        let mut status = Vec::new();
+        for family in FAMILIES {
+            let mut st = FamilyStatus { family: family.name, attached: Vec::new(), failed: Vec::new() };
+            for (prog_name, how) in family.programs {
+                if family.alternatives && !st.attached.is_empty() {
+                    break;
+                }
+                match attach_one(&mut ebpf, &btf, prog_name, how) {
+                    Ok(()) => st.attached.push(prog_name),
+                    Err(e) => st.failed.push((prog_name, e)),
+                }
+            }
+            if family.alternatives && !st.attached.is_empty() {
+                // An alternative that attached makes the earlier failures irrelevant.
+                st.failed.clear();
+            }
+            status.push(st);
+        }
+        if status.iter().all(|s| !s.is_active()) {
+            let reasons: Vec<String> = status.iter().map(|s| s.to_string()).collect();
+            return Err(ProbeError::NothingAttached(reasons.join("; ")));
+        }
+        Ok(Probes { ebpf, status })
+    }
+
+    /// The ring buffer all events arrive in. Can be taken once.
+    pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map("events").ok_or(ProbeError::MissingMap("events"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name: "events", source })
+    }
+
+    pub fn take_loss_counters(&mut self) -> Result<LossCounters, ProbeError> {
+        let m = self.ebpf.take_map("cgroup_losses").ok_or(ProbeError::MissingMap("cgroup_losses"))?;
+        let per_cgroup =
+            BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name: "cgroup_losses", source })?;
+        let m = self.ebpf.take_map("unattributed_losses").ok_or(ProbeError::MissingMap("unattributed_losses"))?;
+        let unattributed =
+            PerCpuArray::try_from(m).map_err(|source| ProbeError::Map { name: "unattributed_losses", source })?;
+        Ok(LossCounters { per_cgroup, unattributed })
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, btf: &Btf, name: &str, how: &Attach) -> Result<(), String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let res: Result<(), ProgramError> = (|| {
+        match how {
+            Attach::TracePoint(cat, tp) => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load()?;
+                p.attach(cat, tp)?;
+            }
+            Attach::BtfTracePoint(tp) => {
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                p.load(tp, btf)?;
+                p.attach()?;
+            }
+            Attach::FExit(func) => {
+                let p: &mut FExit = prog.try_into()?;
+                p.load(func, btf)?;
+                p.attach()?;
+            }
+            Attach::Lsm(hook) => {
+                let p: &mut Lsm = prog.try_into()?;
+                p.load(hook, btf)?;
+                p.attach()?;
+            }
+        }
+        Ok(())
+    })();
+    res.map_err(|e| first_line(&e))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raising it is harmless after that.
+fn raise_memlock_limit() {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct; failure is ignored because
+    // newer kernels do not need it and older ones will report the real error at map creation.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+    }
+}

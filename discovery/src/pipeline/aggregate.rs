@@ -1,0 +1,415 @@
+//! Events → per-cgroup behaviour edges, aggregated in memory for one flush window.
+//!
+//! Pure and synchronous: the task around it (`pipeline::run_aggregator`) feeds it events and takes
+//! a `Window` every flush interval. Cgroups stay raw ids here; turning them into workloads needs the
+//! filesystem and happens off the event path, in the writer.
+
+use std::collections::HashMap;
+
+use crate::{
+    model::{EdgeKind, EdgeStats, LossReason, NodeKind, NodeRef},
+    probes::{
+        abi,
+        decode::{Body, Destination, Event},
+    },
+};
+
+/// Label of the placeholder source node of an exec whose parent is outside the workload; the writer
+/// replaces it with the workload's own node once the workload's name is known.
+pub const WORKLOAD_PLACEHOLDER: &str = "";
+
+/// An edge before its cgroup has been resolved to a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PendingEdge {
+    pub cgroup_id: u64,
+    pub kind: EdgeKind,
+    pub source: NodeRef,
+    pub target: NodeRef,
+    pub access: String,
+    pub result: String,
+}
+
+/// The last exec of one binary in one cgroup: what the store keeps on the executable node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingExecutable {
+    pub dev: u64,
+    pub ino: u64,
+    pub memfd: bool,
+    pub argv: Option<String>,
+}
+
+/// A cgroup appearing or going away, in the order the kernel reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupChange {
+    Created { id: u64, path: String },
+    Removed { id: u64 },
+}
+
+/// Everything aggregated in one flush window.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub edges: HashMap<PendingEdge, EdgeStats>,
+    pub executables: HashMap<(u64, String), PendingExecutable>,
+    pub cgroup_changes: Vec<CgroupChange>,
+    /// Every cgroup that acted in this window, with the last time it did (unix ns).
+    pub active_cgroups: HashMap<u64, i64>,
+    /// Losses counted in userspace (truncations, queue overflow, malformed records).
+    pub losses: HashMap<(Option<u64>, LossReason), u64>,
+    pub events: u64,
+    pub processes_started: u64,
+    pub processes_exited: u64,
+}
+
+impl Window {
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+            && self.executables.is_empty()
+            && self.cgroup_changes.is_empty()
+            && self.losses.is_empty()
+            && self.active_cgroups.is_empty()
+    }
+
+    pub fn add_loss(&mut self, cgroup_id: Option<u64>, reason: LossReason, n: u64) {
+        if n > 0 {
+            *self.losses.entry((cgroup_id, reason)).or_default() += n;
+        }
+    }
+}
+
+/// Stateful aggregator: one per daemon.
+pub struct Aggregator {
+    /// CLOCK_BOOTTIME → unix time offset (ns), taken once at start.
+    boot_to_unix_ns: i64,
+    /// Longest argv sample kept per executable, in bytes.
+    argv_bytes: usize,
+    window: Window,
+}
+
+impl Aggregator {
+    pub fn new(boot_to_unix_ns: i64, argv_bytes: usize) -> Self {
+        Aggregator { boot_to_unix_ns, argv_bytes, window: Window::default() }
+    }
+
+    /// Distinct edges held: the pipeline flushes early when this grows past its bound.
+    pub fn pending_edges(&self) -> usize {
+        self.window.edges.len()
+    }
+
+    pub fn take_window(&mut self) -> Window {
+        std::mem::take(&mut self.window)
+    }
+
+    pub fn add_loss(&mut self, cgroup_id: Option<u64>, reason: LossReason, n: u64) {
+        self.window.add_loss(cgroup_id, reason, n);
+    }
+
+    pub fn ingest(&mut self, ev: Event) {
+        let w = &mut self.window;
+        w.events += 1;
+        let at = self.boot_to_unix_ns.saturating_add(ev.boot_ns as i64);
+        let count = 1 + u64::from(ev.repeat);
+        let cg = ev.cgroup_id;
+        if ev.has(abi::STANCE_F_EXE_TRUNC) {
+            w.add_loss(Some(cg), LossReason::PathTruncated, 1);
+        }
+        let actor = actor_node(&ev);
+        let result = result_text(ev.ret);
+        let edge = match ev.body {
+            Body::CgroupMkdir { id, path } => {
+                w.cgroup_changes.push(CgroupChange::Created { id, path });
+                return;
+            }
+            Body::CgroupRmdir { id, .. } => {
+                w.cgroup_changes.push(CgroupChange::Removed { id });
+                return;
+            }
+            Body::Fork { .. } => {
+                w.processes_started += 1;
+                w.active_cgroups.insert(cg, at);
+                return;
+            }
+            Body::Exit { .. } => {
+                w.processes_exited += 1;
+                return;
+            }
+            Body::Exec { path, dev, ino, argv, parent_exe, parent_outside, anonymous, .. } => {
+                if ev.flags & abi::STANCE_F_PATH_TRUNC != 0 {
+                    w.add_loss(Some(cg), LossReason::PathTruncated, 1);
+                    return;
+                }
+                if ev.flags & abi::STANCE_F_ARGV_TRUNC != 0 {
+                    w.add_loss(Some(cg), LossReason::ArgvTruncated, 1);
+                }
+                let target = NodeRef::new(NodeKind::Executable, exec_label(&path, anonymous));
+                let source = if parent_outside {
+                    NodeRef::new(NodeKind::Workload, WORKLOAD_PLACEHOLDER)
+                } else {
+                    NodeRef::new(NodeKind::Executable, parent_exe.unwrap_or_else(|| "[unknown]".to_owned()))
+                };
+                let mut sample = argv.join(" ");
+                if sample.len() > self.argv_bytes {
+                    let mut cut = self.argv_bytes;
+                    while !sample.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    sample.truncate(cut);
+                }
+                w.executables.insert(
+                    (cg, target.label.clone()),
+                    PendingExecutable {
+                        dev,
+                        ino,
+                        memfd: anonymous,
+                        argv: if sample.is_empty() { None } else { Some(sample) },
+                    },
+                );
+                PendingEdge {
+                    cgroup_id: cg,
+                    kind: EdgeKind::Exec,
+                    source,
+                    target,
+                    access: if anonymous { "memfd".to_owned() } else { String::new() },
+                    result: "ok".to_owned(),
+                }
+            }
+            Body::Open { path, access, .. } => {
+                if ev.flags & abi::STANCE_F_PATH_TRUNC != 0 {
+                    w.add_loss(Some(cg), LossReason::PathTruncated, 1);
+                    return;
+                }
+                // Pipes, sockets and anonymous inodes reached through /proc/self/fd are not files
+                // a policy can name.
+                if ev.flags & abi::STANCE_F_ANON != 0 {
+                    return;
+                }
+                PendingEdge {
+                    cgroup_id: cg,
+                    kind: EdgeKind::Open,
+                    source: actor,
+                    target: NodeRef::new(NodeKind::File, path),
+                    access: access_text(access),
+                    result,
+                }
+            }
+            Body::Connect { dest, sock_type, protocol, send } => {
+                let (label, access) = endpoint_label(&dest, sock_type, protocol);
+                PendingEdge {
+                    cgroup_id: cg,
+                    kind: EdgeKind::Connect,
+                    source: actor,
+                    target: NodeRef::new(NodeKind::Endpoint, label),
+                    access: if send { format!("{access},send") } else { access },
+                    result,
+                }
+            }
+            Body::Capable { cap, granted, child_userns, noaudit } => {
+                let mut access = Vec::new();
+                if child_userns {
+                    access.push("userns");
+                }
+                if noaudit {
+                    access.push("noaudit");
+                }
+                PendingEdge {
+                    cgroup_id: cg,
+                    kind: EdgeKind::Capable,
+                    source: actor,
+                    target: NodeRef::new(NodeKind::Capability, capability_name(cap)),
+                    access: access.join(","),
+                    result: if granted { "granted" } else { "denied" }.to_owned(),
+                }
+            }
+        };
+        w.active_cgroups.insert(cg, at);
+        let stats = EdgeStats { count, first_seen: at, last_seen: at };
+        w.edges.entry(edge).and_modify(|s| s.merge(stats)).or_insert(stats);
+    }
+}
+
+/// The acting executable as a node; kernel threads have none and are named by their comm.
+fn actor_node(ev: &Event) -> NodeRef {
+    match &ev.exe {
+        Some(exe) => NodeRef::new(NodeKind::Executable, exe.clone()),
+        None => NodeRef::new(NodeKind::Executable, format!("[{}]", ev.comm)),
+    }
+}
+
+fn exec_label(path: &str, anonymous: bool) -> String {
+    if anonymous {
+        // The walker writes an anonymous file's name as "/<name>"; its name is all there is.
+        path.trim_start_matches('/').to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// `ok`, or the errno's name.
+pub fn result_text(ret: i32) -> String {
+    if ret >= 0 {
+        return "ok".to_owned();
+    }
+    format!("{:?}", nix::errno::Errno::from_raw(-ret))
+}
+
+/// Canonical access text of an open.
+pub fn access_text(bits: u32) -> String {
+    let mut parts = Vec::with_capacity(4);
+    if bits & abi::STANCE_ACC_READ != 0 {
+        parts.push("read");
+    }
+    if bits & abi::STANCE_ACC_WRITE != 0 {
+        parts.push("write");
+    }
+    if bits & abi::STANCE_ACC_CREATE != 0 {
+        parts.push("create");
+    }
+    if bits & abi::STANCE_ACC_TRUNC != 0 {
+        parts.push("truncate");
+    }
+    if parts.is_empty() {
+        // O_PATH: a handle on the name, no data access.
+        return "path".to_owned();
+    }
+    parts.join(",")
+}
+
+/// `127.0.0.1:8080/tcp`, `[::1]:53/udp`, `unix:/run/x.sock`, `unix:@name`, with the access text
+/// naming the transport (`tcp`, `udp`, `unix-stream`, ...).
+pub fn endpoint_label(dest: &Destination, sock_type: u16, protocol: u16) -> (String, String) {
+    match dest {
+        Destination::Inet { addr, port } => {
+            let proto = match i32::from(protocol) {
+                libc::IPPROTO_TCP => "tcp".to_owned(),
+                libc::IPPROTO_UDP => "udp".to_owned(),
+                libc::IPPROTO_ICMP => "icmp".to_owned(),
+                libc::IPPROTO_ICMPV6 => "icmpv6".to_owned(),
+                libc::IPPROTO_SCTP => "sctp".to_owned(),
+                libc::IPPROTO_MPTCP => "mptcp".to_owned(),
+                0 if i32::from(sock_type) == libc::SOCK_STREAM => "tcp".to_owned(),
+                0 if i32::from(sock_type) == libc::SOCK_DGRAM => "udp".to_owned(),
+                p => format!("proto{p}"),
+            };
+            let host = match addr {
+                std::net::IpAddr::V4(a) => a.to_string(),
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+            };
+            (format!("{host}:{port}/{proto}"), proto)
+        }
+        Destination::UnixPath(p) => (format!("unix:{p}"), unix_kind(sock_type)),
+        Destination::UnixAbstract(n) => (format!("unix:@{n}"), unix_kind(sock_type)),
+    }
+}
+
+fn unix_kind(sock_type: u16) -> String {
+    match i32::from(sock_type) {
+        libc::SOCK_STREAM => "unix-stream".to_owned(),
+        libc::SOCK_DGRAM => "unix-dgram".to_owned(),
+        libc::SOCK_SEQPACKET => "unix-seqpacket".to_owned(),
+        t => format!("unix-type{t}"),
+    }
+}
+
+/// `CAP_NET_RAW`, or `CAP_<n>` for a number newer than the caps crate knows.
+pub fn capability_name(cap: u32) -> String {
+    caps::all()
+        .into_iter()
+        .find(|c| u32::from(c.index()) == cap)
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| format!("CAP_{cap}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::decode::{decode, encode};
+
+    fn agg() -> Aggregator {
+        Aggregator::new(1_000, 64)
+    }
+
+    #[test]
+    fn repeats_aggregate_into_one_edge_with_counts_and_times() {
+        let mut a = agg();
+        let mut rec = encode::open(9, "/usr/bin/cat", "/etc/hostname", abi::STANCE_ACC_READ);
+        a.ingest(decode(&rec).unwrap());
+        // Same edge later, with 4 suppressed repeats reported by the kernel.
+        let mut ev = decode(&rec).unwrap();
+        ev.boot_ns += 5_000;
+        ev.repeat = 4;
+        a.ingest(ev);
+        rec = encode::open(9, "/usr/bin/cat", "/etc/hostname", abi::STANCE_ACC_READ | abi::STANCE_ACC_WRITE);
+        a.ingest(decode(&rec).unwrap());
+        let w = a.take_window();
+        assert_eq!(w.edges.len(), 2, "read and read-write are distinct edges");
+        let read = w
+            .edges
+            .iter()
+            .find(|(k, _)| k.access == "read")
+            .map(|(k, s)| (k.clone(), *s))
+            .unwrap();
+        assert_eq!(read.0.target, NodeRef::new(NodeKind::File, "/etc/hostname"));
+        assert_eq!(read.0.source, NodeRef::new(NodeKind::Executable, "/usr/bin/cat"));
+        assert_eq!(read.1.count, 6);
+        assert_eq!(read.1.first_seen, 1_000 + 1_000_000_000);
+        assert_eq!(read.1.last_seen, 1_000 + 1_000_005_000);
+        assert!(a.take_window().is_empty());
+    }
+
+    #[test]
+    fn truncated_paths_are_losses_not_files() {
+        let mut a = agg();
+        let body = abi::stance_open_body { access: 1, ..Default::default() };
+        let rec = encode::record(
+            abi::STANCE_EV_OPEN,
+            3,
+            1,
+            abi::STANCE_F_PATH_TRUNC,
+            0,
+            encode::as_bytes(&body),
+            [b"/bin/x", b"/a/b/c", b"", b""],
+        );
+        a.ingest(decode(&rec).unwrap());
+        let w = a.take_window();
+        assert!(w.edges.is_empty());
+        assert_eq!(w.losses.get(&(Some(3), LossReason::PathTruncated)), Some(&1));
+    }
+
+    #[test]
+    fn exec_from_outside_the_workload_starts_at_the_workload_node() {
+        let mut a = agg();
+        let body = abi::stance_exec_body { ino: 5, dev: 1, ..Default::default() };
+        let rec = encode::record(
+            abi::STANCE_EV_EXEC,
+            3,
+            1,
+            abi::STANCE_F_PARENT_OUTSIDE,
+            0,
+            encode::as_bytes(&body),
+            [b"", b"/usr/bin/sleep", b"/usr/local/bin/stance", b"sleep\01\0"],
+        );
+        a.ingest(decode(&rec).unwrap());
+        let w = a.take_window();
+        let (k, _) = w.edges.iter().next().unwrap();
+        assert_eq!(k.kind, EdgeKind::Exec);
+        assert_eq!(k.source, NodeRef::new(NodeKind::Workload, WORKLOAD_PLACEHOLDER));
+        assert_eq!(k.target.label, "/usr/bin/sleep");
+        let exe = &w.executables[&(3, "/usr/bin/sleep".to_owned())];
+        assert_eq!(exe.argv.as_deref(), Some("sleep 1"));
+        assert_eq!(exe.ino, 5);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(access_text(abi::STANCE_ACC_WRITE | abi::STANCE_ACC_CREATE | abi::STANCE_ACC_TRUNC), "write,create,truncate");
+        assert_eq!(access_text(0), "path");
+        assert_eq!(result_text(-2), "ENOENT");
+        assert_eq!(result_text(-111), "ECONNREFUSED");
+        assert_eq!(capability_name(13), "CAP_NET_RAW");
+        let v4 = Destination::Inet { addr: "127.0.0.1".parse().unwrap(), port: 8080 };
+        assert_eq!(endpoint_label(&v4, 1, 6), ("127.0.0.1:8080/tcp".to_owned(), "tcp".to_owned()));
+        let v6 = Destination::Inet { addr: "::1".parse().unwrap(), port: 53 };
+        assert_eq!(endpoint_label(&v6, 2, 17).0, "[::1]:53/udp");
+        assert_eq!(endpoint_label(&Destination::UnixAbstract("x".into()), 1, 0).0, "unix:@x");
+        assert_eq!(endpoint_label(&Destination::UnixPath("/run/a".into()), 2, 0), ("unix:/run/a".into(), "unix-dgram".into()));
+    }
+}

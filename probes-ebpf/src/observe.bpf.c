@@ -1,0 +1,1039 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Stance's observation probes. Everything here only watches: no program changes an outcome.
+ *
+ * Paths are resolved from kernel objects (the opened struct file, bprm->file, mm->exe_file) by
+ * walking dentries and crossing mounts, up to the acting task's root, so relative paths, symlinks,
+ * /proc/self/fd/N and /proc/self/root/... all arrive as the real absolute path. The syscall
+ * tracepoints only tell us *that* an open/connect happened and its result; the object comes from
+ * the kernel's own state after the call, never from re-reading what the caller passed (except for
+ * failed calls, where no object exists; those are flagged STANCE_F_UNRESOLVED).
+ *
+ * Repeats are suppressed in the kernel by a per-CPU LRU keyed by (cgroup, kind, object, actor),
+ * so repeated behaviour costs a map lookup and leaves the ring buffer quiet. Every event that cannot
+ * be delivered is counted per cgroup.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "stance_events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader before load (aya EbpfLoader::set_global). */
+/* The daemon's own thread-group id: its activity is not observed. */
+const volatile __u32 stance_tgid = 0;
+/* Repeats of the same key within this window are counted, not emitted. */
+const volatile __u64 dedup_window_ns = 10ULL * 1000 * 1000 * 1000;
+/* argv bytes kept per exec (<= STANCE_ARGV_MAX). */
+const volatile __u32 argv_max = 512;
+
+#define AT_FDCWD -100
+#define O_ACCMODE 00000003
+#define O_WRONLY 00000001
+#define O_RDWR 00000002
+#define O_CREAT 00000100
+#define O_TRUNC 00001000
+#define O_PATH 010000000
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+
+/* x86_64 syscall numbers, used to check that the pt_regs we found belong to this syscall. */
+#define NR_open 2
+#define NR_connect 42
+#define NR_sendto 44
+#define NR_sendmsg 46
+#define NR_creat 85
+#define NR_openat 257
+#define NR_open_by_handle_at 304
+#define NR_sendmmsg 307
+#define NR_openat2 437
+
+/* Kernel stacks on x86_64 are 16 KiB (without KASAN). */
+#define THREAD_SIZE (4096 << 2)
+
+#define WALK_BUF (STANCE_PATH_MAX + 256)
+#define OUT_DATA (4 * STANCE_PATH_MAX + STANCE_PATH_MAX)
+#define MAX_COMPONENTS 2048
+
+struct out_buf {
+	struct stance_event_header hdr;
+	__u8 body[STANCE_BODY_SIZE];
+	char data[OUT_DATA];
+};
+
+struct walk_buf {
+	char buf[WALK_BUF];
+};
+
+struct ustr_buf {
+	char buf[STANCE_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct out_buf);
+} out_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_buf);
+} walk_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ustr_buf);
+} ustr_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stance_dedup_key);
+	__type(value, struct stance_dedup_val);
+} dedup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct stance_losses);
+} cgroup_losses SEC(".maps");
+
+/* Losses that could not be attributed to a cgroup (cgroup_losses itself failed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STANCE_LOSS_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} unattributed_losses SEC(".maps");
+
+/* Which padding above pt_regs this kernel uses (0, or 16 with FRED); 0xff until found. */
+__u32 regs_pad = 0xff;
+
+static __always_inline void count_loss(__u64 cgroup_id, __u32 reason)
+{
+	struct stance_losses *l = bpf_map_lookup_elem(&cgroup_losses, &cgroup_id);
+	if (!l) {
+		struct stance_losses zero = {};
+		bpf_map_update_elem(&cgroup_losses, &cgroup_id, &zero, BPF_NOEXIST);
+		l = bpf_map_lookup_elem(&cgroup_losses, &cgroup_id);
+	}
+	if (l && reason < STANCE_LOSS_NR) {
+		__sync_fetch_and_add(&l->count[reason], 1);
+		return;
+	}
+	__u64 *u = bpf_map_lookup_elem(&unattributed_losses, &reason);
+	if (u)
+		*u += 1;
+}
+
+/* ---- path resolution ---------------------------------------------------------------------- */
+
+struct walk_ctx {
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct dentry *mnt_root;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	struct walk_buf *wb;
+	__u32 pos;
+	__u32 done;
+	__u32 trunc;
+	__u32 anon;
+};
+
+static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
+{
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	if (len > 255)
+		len = 255;
+	if (len + 1 >= c->pos) {
+		c->trunc = 1;
+		return 1;
+	}
+	c->pos -= len;
+	bpf_probe_read_kernel(&c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)], len & 255, name);
+	c->pos -= 1;
+	c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
+	return 0;
+}
+
+static long walk_step(__u32 index, void *ctx)
+{
+	struct walk_ctx *c = ctx;
+	struct dentry *d = c->dentry;
+	struct vfsmount *vfsmnt = (struct vfsmount *)((void *)c->mnt + bpf_core_field_offset(struct mount, mnt));
+
+	if (d == c->root_dentry && vfsmnt == c->root_mnt) {
+		c->done = 1;
+		return 1;
+	}
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == c->mnt_root || d == parent) {
+		if (d != c->mnt_root) {
+			/* A dentry that is its own parent but not a mount root: an anonymous or
+			 * pseudo file (memfd, pipe, socket). Its name is all there is. */
+			c->anon = 1;
+			if (!write_name(c, d))
+				c->done = 1;
+			return 1;
+		}
+		struct mount *mnt = c->mnt;
+		struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mparent == mnt) {
+			/* The root of the mount tree. */
+			c->done = 1;
+			return 1;
+		}
+		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		c->mnt = mparent;
+		c->mnt_root = BPF_CORE_READ(mparent, mnt.mnt_root);
+		return 0;
+	}
+	if (write_name(c, d))
+		return 1;
+	c->dentry = parent;
+	return 0;
+}
+
+struct walk_result {
+	__u32 start;
+	__u32 len;
+	__u32 trunc;
+	__u32 anon;
+};
+
+/*
+ * Resolve a struct path to an absolute path as the task sees it (up to its root), written at the
+ * end of walk_scratch. Returns the start offset and length there.
+ */
+static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
+				   struct walk_result *res)
+{
+	__u32 zero = 0;
+	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!wb || !dentry || !vfsmnt)
+		return -1;
+	struct walk_ctx c = {
+		.dentry = dentry,
+		.mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt)),
+		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
+		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.wb = wb,
+		.pos = STANCE_PATH_MAX - 1,
+	};
+	bpf_loop(MAX_COMPONENTS, walk_step, &c, 0);
+	if (!c.done)
+		c.trunc = 1;
+	if (c.pos == STANCE_PATH_MAX - 1) {
+		c.pos -= 1;
+		wb->buf[c.pos & (STANCE_PATH_MAX - 1)] = '/';
+	}
+	res->start = c.pos;
+	res->len = STANCE_PATH_MAX - 1 - c.pos;
+	res->trunc = c.trunc;
+	res->anon = c.anon;
+	return 0;
+}
+
+/* ---- assembling a record -------------------------------------------------------------------- */
+
+struct builder {
+	struct out_buf *out;
+	__u32 off;
+};
+
+static __always_inline void put_bytes(struct builder *b, __u32 idx, const void *src, __u32 len, int user)
+{
+	if (len > STANCE_PATH_MAX - 1)
+		len = STANCE_PATH_MAX - 1;
+	__u32 off = b->off;
+	if (off > 3 * STANCE_PATH_MAX + STANCE_ARGV_MAX)
+		return;
+	if (user)
+		bpf_probe_read_user(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+	else
+		bpf_probe_read_kernel(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+	b->out->hdr.len[idx & (STANCE_NSTR - 1)] = len;
+	b->off = off + len;
+}
+
+/* Walk a path and append it as string idx. Returns STANCE_F_* bits to add (trunc/anon). */
+static __always_inline __u32 put_path(struct builder *b, __u32 idx, struct dentry *dentry, struct vfsmount *mnt,
+				      struct task_struct *task, __u32 trunc_flag)
+{
+	struct walk_result r = {};
+	__u32 zero = 0;
+	if (resolve_path(dentry, mnt, task, &r) < 0)
+		return 0;
+	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!wb)
+		return 0;
+	put_bytes(b, idx, &wb->buf[r.start & (STANCE_PATH_MAX - 1)], r.len, 0);
+	__u32 flags = 0;
+	if (r.trunc)
+		flags |= trunc_flag;
+	if (r.anon && idx == STANCE_STR_OBJECT)
+		flags |= STANCE_F_ANON;
+	return flags;
+}
+
+static __always_inline struct file *task_exe_file(struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (!mm)
+		return NULL;
+	return BPF_CORE_READ(mm, exe_file);
+}
+
+static __always_inline void file_id(struct file *f, __u64 *ino, __u32 *dev)
+{
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	*dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+}
+
+/* Start a record for the current task: header fields common to every kind. */
+static __always_inline struct out_buf *begin(__u32 kind, __u64 cgroup_id, struct task_struct *task, struct builder *b)
+{
+	__u32 zero = 0;
+	struct out_buf *out = bpf_map_lookup_elem(&out_scratch, &zero);
+	if (!out)
+		return NULL;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	out->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	out->hdr.cgroup_id = cgroup_id;
+	out->hdr.kind = kind;
+	out->hdr.flags = 0;
+	out->hdr.pid = (__u32)pid_tgid;
+	out->hdr.tgid = pid_tgid >> 32;
+	out->hdr.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	out->hdr.uid = (__u32)bpf_get_current_uid_gid();
+	out->hdr.ret = 0;
+	out->hdr.repeat = 0;
+	out->hdr.exe_ino = 0;
+	out->hdr.exe_dev = 0;
+	out->hdr.len[0] = 0;
+	out->hdr.len[1] = 0;
+	out->hdr.len[2] = 0;
+	out->hdr.len[3] = 0;
+	out->hdr._pad = 0;
+	bpf_get_current_comm(out->hdr.comm, sizeof(out->hdr.comm));
+	__builtin_memset(out->body, 0, sizeof(out->body));
+	b->out = out;
+	b->off = 0;
+	return out;
+}
+
+/* Append the acting executable's path as STANCE_STR_EXE. */
+static __always_inline void put_exe(struct builder *b, struct task_struct *task)
+{
+	struct file *exe = task_exe_file(task);
+	if (!exe)
+		return;
+	file_id(exe, &b->out->hdr.exe_ino, &b->out->hdr.exe_dev);
+	b->out->hdr.flags |= put_path(b, STANCE_STR_EXE, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt),
+				      task, STANCE_F_EXE_TRUNC);
+}
+
+static __always_inline int submit(struct builder *b, __u64 cgroup_id)
+{
+	__u64 size = sizeof(struct stance_event_header) + STANCE_BODY_SIZE + b->off;
+	if (size > sizeof(struct out_buf))
+		size = sizeof(struct out_buf);
+	long err = bpf_ringbuf_output(&events, b->out, size, 0);
+	if (err) {
+		count_loss(cgroup_id, STANCE_LOSS_RINGBUF);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- dedup ------------------------------------------------------------------------------------ */
+
+/* Returns 1 when the event should be emitted (and *repeat holds the suppressed count). */
+static __always_inline int dedup_pass(struct stance_dedup_key *k, __u32 *repeat)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct stance_dedup_val *v = bpf_map_lookup_elem(&dedup, k);
+	if (v && v->last_emit_ns && now - v->last_emit_ns < dedup_window_ns) {
+		v->suppressed += 1;
+		return 0;
+	}
+	*repeat = v ? v->suppressed : 0;
+	struct stance_dedup_val nv = { .last_emit_ns = now };
+	bpf_map_update_elem(&dedup, k, &nv, BPF_ANY);
+	return 1;
+}
+
+/* The record could not be delivered: let the next occurrence try again rather than be suppressed. */
+static __always_inline void dedup_forget(struct stance_dedup_key *k)
+{
+	bpf_map_delete_elem(&dedup, k);
+}
+
+struct hash_ctx {
+	const char *s;
+	__u64 h;
+};
+
+static long hash_step(__u32 i, void *ctx)
+{
+	struct hash_ctx *c = ctx;
+	__u64 w = 0;
+	bpf_probe_read_kernel(&w, sizeof(w), c->s + ((i * 8) & (STANCE_PATH_MAX - 8)));
+	c->h ^= w;
+	c->h *= 0x100000001b3ULL;
+	return 0;
+}
+
+/*
+ * FNV-1a over 8-byte words of a string in a per-CPU buffer (bytes past len are whatever the
+ * buffer held, so len is mixed in too; a collision only merges two dedup entries for one window).
+ */
+static __noinline __u64 hash_bytes(const char *s, __u32 len)
+{
+	struct hash_ctx c = { .s = s, .h = 0xcbf29ce484222325ULL };
+	__u32 words = (len + 7) / 8;
+	if (words > STANCE_PATH_MAX / 8)
+		words = STANCE_PATH_MAX / 8;
+	bpf_loop(words, hash_step, &c, 0);
+	return c.h ^ len;
+}
+
+/* ---- syscall arguments from the saved user registers ------------------------------------------ */
+
+/*
+ * At sys_exit the user registers are still saved at the top of the task's kernel stack. Reading
+ * the arguments there saves a sys_enter program (and its hash map) per syscall. orig_ax must equal
+ * the syscall number, which tells us the layout guess (padding above pt_regs) is right.
+ */
+static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
+{
+	void *stack = BPF_CORE_READ(task, stack);
+	if (!stack)
+		return -1;
+	__u32 pads[2] = { 0, 16 };
+	for (int i = 0; i < 2; i++) {
+		__u32 pad = regs_pad != 0xff ? regs_pad : pads[i];
+		struct pt_regs *regs = (struct pt_regs *)(stack + THREAD_SIZE - pad) - 1;
+		long orig = 0;
+		bpf_probe_read_kernel(&orig, sizeof(orig), &regs->orig_ax);
+		if (orig == nr) {
+			regs_pad = pad;
+			args[0] = BPF_CORE_READ(regs, di);
+			args[1] = BPF_CORE_READ(regs, si);
+			args[2] = BPF_CORE_READ(regs, dx);
+			args[3] = BPF_CORE_READ(regs, r10);
+			args[4] = BPF_CORE_READ(regs, r8);
+			args[5] = BPF_CORE_READ(regs, r9);
+			return 0;
+		}
+		if (regs_pad != 0xff)
+			break;
+	}
+	return -1;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/*
+ * For a relative string the caller passed (failed open, unix socket path), append the directory
+ * it is relative to, resolved now in the kernel: the cwd for AT_FDCWD, else the dirfd's file.
+ */
+static __always_inline void put_base_dir(struct builder *b, struct task_struct *task, long dirfd)
+{
+	if (dirfd == AT_FDCWD) {
+		b->out->hdr.flags |= put_path(b, STANCE_STR_AUX, BPF_CORE_READ(task, fs, pwd.dentry),
+					      BPF_CORE_READ(task, fs, pwd.mnt), task, STANCE_F_AUX_TRUNC);
+		return;
+	}
+	struct file *dir = fd_file(task, dirfd);
+	if (dir)
+		b->out->hdr.flags |= put_path(b, STANCE_STR_AUX, BPF_CORE_READ(dir, f_path.dentry),
+					      BPF_CORE_READ(dir, f_path.mnt), task, STANCE_F_AUX_TRUNC);
+}
+
+/* ---- opens ------------------------------------------------------------------------------------ */
+
+struct open_how_user {
+	__u64 flags;
+	__u64 mode;
+	__u64 resolve;
+};
+
+static __always_inline __u32 access_from_flags(__u64 flags)
+{
+	__u32 acc = 0;
+	if (flags & O_PATH)
+		return 0;
+	switch (flags & O_ACCMODE) {
+	case 0:
+		acc = STANCE_ACC_READ;
+		break;
+	case O_WRONLY:
+		acc = STANCE_ACC_WRITE;
+		break;
+	case O_RDWR:
+		acc = STANCE_ACC_READ | STANCE_ACC_WRITE;
+		break;
+	}
+	if (flags & O_CREAT)
+		acc |= STANCE_ACC_CREATE;
+	if (flags & O_TRUNC)
+		acc |= STANCE_ACC_TRUNC;
+	return acc;
+}
+
+static __always_inline int on_open_exit(long ret, long nr)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((pid_tgid >> 32) == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	__u64 args[6] = {};
+	int have_args = syscall_args(task, nr, args) == 0;
+	long dirfd = AT_FDCWD;
+	const char *uname = NULL;
+	__u64 flags = 0;
+	switch (nr) {
+	case NR_open:
+		uname = (const char *)args[0];
+		flags = args[1];
+		break;
+	case NR_openat:
+		dirfd = (int)args[0];
+		uname = (const char *)args[1];
+		flags = args[2];
+		break;
+	case NR_openat2: {
+		struct open_how_user how = {};
+		dirfd = (int)args[0];
+		uname = (const char *)args[1];
+		if (have_args && bpf_probe_read_user(&how, sizeof(how), (void *)args[2]) == 0)
+			flags = how.flags;
+		else
+			have_args = 0;
+		break;
+	}
+	case NR_creat:
+		uname = (const char *)args[0];
+		flags = O_CREAT | O_WRONLY | O_TRUNC;
+		break;
+	case NR_open_by_handle_at:
+		flags = args[2];
+		break;
+	}
+
+	struct file *exe = task_exe_file(task);
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
+	if (exe)
+		file_id(exe, &k.exe_ino, &k.exe_dev);
+
+	__u32 access = have_args ? access_from_flags(flags) : 0;
+	struct file *f = NULL;
+	__u64 ino = 0;
+	__u32 dev = 0, fmode = 0;
+	__u32 ulen = 0;
+	__u32 zero = 0;
+	struct ustr_buf *us = NULL;
+
+	if (ret >= 0) {
+		f = fd_file(task, ret);
+		if (!f) {
+			count_loss(cgroup_id, STANCE_LOSS_READ);
+			return 0;
+		}
+		file_id(f, &ino, &dev);
+		fmode = BPF_CORE_READ(f, f_mode);
+		if (!have_args) {
+			if (fmode & FMODE_READ)
+				access |= STANCE_ACC_READ;
+			if (fmode & FMODE_WRITE)
+				access |= STANCE_ACC_WRITE;
+		}
+		k.obj_a = ino;
+		k.obj_b = dev;
+	} else {
+		if (!have_args || !uname)
+			return 0;
+		us = bpf_map_lookup_elem(&ustr_scratch, &zero);
+		if (!us)
+			return 0;
+		long n = bpf_probe_read_user_str(us->buf, sizeof(us->buf), uname);
+		if (n <= 1)
+			return 0;
+		ulen = n - 1;
+		k.obj_a = hash_bytes(us->buf, ulen);
+		k.obj_b = ((__u64)(__u32)dirfd << 32) | (__u32)(-ret);
+	}
+	k.kind_bits = (STANCE_EV_OPEN << 16) | access;
+
+	__u32 repeat = 0;
+	if (!dedup_pass(&k, &repeat))
+		return 0;
+
+	struct builder b;
+	struct out_buf *out = begin(STANCE_EV_OPEN, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	out->hdr.ret = ret < 0 ? ret : 0;
+	out->hdr.repeat = repeat;
+	if (!have_args)
+		out->hdr.flags |= STANCE_F_ARGS_UNKNOWN;
+	put_exe(&b, task);
+
+	struct stance_open_body *body = (void *)out->body;
+	body->ino = ino;
+	body->dev = dev;
+	body->open_flags = (__u32)flags;
+	body->fmode = fmode;
+	body->access = access;
+	body->syscall_nr = nr;
+
+	if (f) {
+		out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, BPF_CORE_READ(f, f_path.dentry),
+					   BPF_CORE_READ(f, f_path.mnt), task, STANCE_F_PATH_TRUNC);
+	} else if (us) {
+		out->hdr.flags |= STANCE_F_UNRESOLVED;
+		put_bytes(&b, STANCE_STR_OBJECT, us->buf, ulen, 0);
+		if (us->buf[0] != '/')
+			put_base_dir(&b, task, dirfd);
+	}
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int stance_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit(ctx->ret, NR_open);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int stance_exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit(ctx->ret, NR_openat);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int stance_exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit(ctx->ret, NR_openat2);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int stance_exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit(ctx->ret, NR_creat);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int stance_exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit(ctx->ret, NR_open_by_handle_at);
+}
+
+/* ---- connect and datagram sends --------------------------------------------------------------- */
+
+struct user_msghdr_min {
+	void *msg_name;
+	int msg_namelen;
+};
+
+static __always_inline int on_net_exit(long ret, long nr)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((pid_tgid >> 32) == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 args[6] = {};
+	if (syscall_args(task, nr, args) < 0)
+		return 0;
+
+	long fd = (int)args[0];
+	void *uaddr = NULL;
+	__u32 addrlen = 0;
+	__u32 kind = STANCE_EV_CONNECT;
+	switch (nr) {
+	case NR_connect:
+		uaddr = (void *)args[1];
+		addrlen = (__u32)args[2];
+		break;
+	case NR_sendto:
+		kind = STANCE_EV_SEND;
+		uaddr = (void *)args[4];
+		addrlen = (__u32)args[5];
+		break;
+	case NR_sendmsg:
+	case NR_sendmmsg: {
+		/* For sendmmsg the first message's destination stands for the call. */
+		struct user_msghdr_min m = {};
+		kind = STANCE_EV_SEND;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]))
+			return 0;
+		uaddr = m.msg_name;
+		addrlen = m.msg_namelen;
+		break;
+	}
+	}
+	if (!uaddr || addrlen < 2)
+		return 0;
+
+	__u16 family = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), uaddr))
+		return 0;
+	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+		return 0;
+
+	__u16 sock_type = 0, protocol = 0;
+	struct file *sf = fd_file(task, fd);
+	if (sf) {
+		struct socket *sock = BPF_CORE_READ(sf, private_data);
+		if (sock) {
+			sock_type = BPF_CORE_READ(sock, type);
+			protocol = BPF_CORE_READ(sock, sk, sk_protocol);
+		}
+	}
+	/* A destination on a stream socket's send is ignored by the kernel; connect covers it. */
+	if (kind == STANCE_EV_SEND && sock_type == SOCK_STREAM)
+		return 0;
+
+	struct stance_net_body nb = { .family = family, .sock_type = sock_type, .protocol = protocol };
+	__u32 zero = 0;
+	struct ustr_buf *us = NULL;
+	__u32 ulen = 0;
+	int abstract = 0;
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
+	if (family == AF_INET) {
+		__u16 port = 0;
+		bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+		bpf_probe_read_user(nb.addr, 4, uaddr + 4);
+		nb.port = bpf_ntohs(port);
+	} else if (family == AF_INET6) {
+		__u16 port = 0;
+		bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+		bpf_probe_read_user(nb.addr, 16, uaddr + 8);
+		nb.port = bpf_ntohs(port);
+	} else {
+		us = bpf_map_lookup_elem(&ustr_scratch, &zero);
+		if (!us)
+			return 0;
+		__u32 plen = addrlen - 2;
+		if (plen > STANCE_UNIX_PATH_MAX)
+			plen = STANCE_UNIX_PATH_MAX;
+		char first = 0;
+		if (bpf_probe_read_user(&first, 1, uaddr + 2))
+			return 0;
+		if (first == 0) {
+			/* Abstract name: the bytes after the leading NUL, exactly addrlen long. */
+			abstract = 1;
+			ulen = plen > 0 ? plen - 1 : 0;
+			if (ulen && bpf_probe_read_user(us->buf, ulen & 127, uaddr + 3))
+				return 0;
+		} else {
+			/* Filesystem path: up to its NUL, within the address length. */
+			long n = bpf_probe_read_user_str(us->buf, (plen + 1) & 127, uaddr + 2);
+			if (n <= 1)
+				return 0;
+			ulen = n - 1;
+		}
+		k.obj_a = hash_bytes(us->buf, ulen);
+	}
+	if (family != AF_UNIX) {
+		__builtin_memcpy(&k.obj_a, nb.addr, 8);
+		__builtin_memcpy(&k.obj_b, nb.addr + 8, 8);
+		k.obj_b ^= (__u64)nb.port << 48;
+	}
+	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)(ret < 0 ? -ret : 0) & 0xffff);
+	struct file *exe = task_exe_file(task);
+	if (exe)
+		file_id(exe, &k.exe_ino, &k.exe_dev);
+
+	__u32 repeat = 0;
+	if (!dedup_pass(&k, &repeat))
+		return 0;
+
+	struct builder b;
+	struct out_buf *out = begin(kind, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	out->hdr.ret = ret < 0 ? ret : 0;
+	out->hdr.repeat = repeat;
+	put_exe(&b, task);
+	__builtin_memcpy(out->body, &nb, sizeof(nb));
+	if (family == AF_UNIX && us) {
+		out->hdr.flags |= STANCE_F_UNRESOLVED | (abstract ? STANCE_F_ABSTRACT : 0);
+		put_bytes(&b, STANCE_STR_OBJECT, us->buf, ulen, 0);
+		if (!abstract && ulen > 0 && us->buf[0] != '/')
+			put_base_dir(&b, task, AT_FDCWD);
+	}
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int stance_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_net_exit(ctx->ret, NR_connect);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int stance_exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_net_exit(ctx->ret, NR_sendto);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int stance_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_net_exit(ctx->ret, NR_sendmsg);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int stance_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_net_exit(ctx->ret, NR_sendmmsg);
+}
+
+/* ---- process lifecycle ------------------------------------------------------------------------ */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(stance_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((pid_tgid >> 32) == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct builder b;
+	struct out_buf *out = begin(STANCE_EV_EXEC, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	struct stance_exec_body *body = (void *)out->body;
+	struct file *f = BPF_CORE_READ(bprm, file);
+	if (!f) {
+		count_loss(cgroup_id, STANCE_LOSS_READ);
+		return 0;
+	}
+	file_id(f, &body->ino, &body->dev);
+	out->hdr.exe_ino = body->ino;
+	out->hdr.exe_dev = body->dev;
+	body->argc = BPF_CORE_READ(bprm, argc);
+	out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+				   task, STANCE_F_PATH_TRUNC);
+
+	/* The parent: its executable, and whether it is inside this workload's cgroup. */
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	if (parent) {
+		__u64 pcg = BPF_CORE_READ(parent, cgroups, dfl_cgrp, kn, id);
+		if (pcg != cgroup_id)
+			out->hdr.flags |= STANCE_F_PARENT_OUTSIDE;
+		struct file *pexe = task_exe_file(parent);
+		if (pexe) {
+			file_id(pexe, &body->parent_exe_ino, &body->parent_exe_dev);
+			out->hdr.flags |= put_path(&b, STANCE_STR_AUX, BPF_CORE_READ(pexe, f_path.dentry),
+						   BPF_CORE_READ(pexe, f_path.mnt), task, STANCE_F_AUX_TRUNC);
+		}
+	}
+
+	/* argv from the new image's memory, bounded. */
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (mm) {
+		unsigned long start = BPF_CORE_READ(mm, arg_start);
+		unsigned long end = BPF_CORE_READ(mm, arg_end);
+		__u32 max = argv_max > STANCE_ARGV_MAX ? STANCE_ARGV_MAX : argv_max;
+		__u32 len = end > start ? end - start : 0;
+		if (len > max) {
+			len = max;
+			out->hdr.flags |= STANCE_F_ARGV_TRUNC;
+		}
+		__u32 off = b.off;
+		if (len && off <= 3 * STANCE_PATH_MAX) {
+			bpf_probe_read_user(&out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_ARGV_MAX * 2 - 1),
+					    (void *)start);
+			out->hdr.len[STANCE_STR_ARGV] = len;
+			b.off = off + len;
+		}
+	}
+	submit(&b, cgroup_id);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(stance_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	/* A new thread is not a new process. */
+	if (ptgid == ctgid || ptgid == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct builder b;
+	struct out_buf *out = begin(STANCE_EV_FORK, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	struct stance_proc_body *body = (void *)out->body;
+	body->child_pid = BPF_CORE_READ(child, pid);
+	body->child_tgid = ctgid;
+	put_exe(&b, task);
+	submit(&b, cgroup_id);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(stance_exit, struct task_struct *p)
+{
+	__u32 pid = BPF_CORE_READ(p, pid);
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	/* Only the thread-group leader's exit ends the process. */
+	if (pid != tgid || tgid == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct builder b;
+	struct out_buf *out = begin(STANCE_EV_EXIT, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	struct stance_proc_body *body = (void *)out->body;
+	body->exit_code = BPF_CORE_READ(p, exit_code);
+	out->hdr.ret = body->exit_code;
+	/* No path walk at exit: the executable is already known from exec or the startup scan. */
+	struct file *exe = task_exe_file(task);
+	if (exe)
+		file_id(exe, &out->hdr.exe_ino, &out->hdr.exe_dev);
+	submit(&b, cgroup_id);
+	return 0;
+}
+
+/* ---- cgroups: the kernel tells us id → path as cgroups appear, so identity never races ---------- */
+
+static __always_inline int on_cgroup(struct cgroup *cgrp, const char *path, __u32 kind)
+{
+	int hierarchy = BPF_CORE_READ(cgrp, root, hierarchy_id);
+	/* Only the unified (v2) hierarchy has the ids bpf_get_current_cgroup_id() returns. */
+	if (hierarchy != 0)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct builder b;
+	struct out_buf *out = begin(kind, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	struct stance_cgroup_body *body = (void *)out->body;
+	body->id = BPF_CORE_READ(cgrp, kn, id);
+	body->hierarchy_id = hierarchy;
+	body->level = BPF_CORE_READ(cgrp, level);
+	long n = bpf_probe_read_kernel_str(out->data, STANCE_PATH_MAX, path);
+	if (n > 1) {
+		out->hdr.len[STANCE_STR_OBJECT] = n - 1;
+		b.off = n - 1;
+	}
+	submit(&b, cgroup_id);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(stance_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	return on_cgroup(cgrp, path, STANCE_EV_CGROUP_MKDIR);
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(stance_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	return on_cgroup(cgrp, path, STANCE_EV_CGROUP_RMDIR);
+}
+
+/* ---- capabilities: only where the kernel lets such a program load ----------------------------- */
+
+static __always_inline int on_capable(struct user_namespace *ns, int cap, unsigned int opts, int granted)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((pid_tgid >> 32) == stance_tgid)
+		return 0;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 userns = BPF_CORE_READ(ns, ns.inum);
+	int level = BPF_CORE_READ(ns, level);
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id, .obj_a = cap, .obj_b = userns };
+	k.kind_bits = (STANCE_EV_CAPABLE << 16) | (granted ? 1 : 0) | ((opts & 0xff) << 1);
+	struct file *exe = task_exe_file(task);
+	if (exe)
+		file_id(exe, &k.exe_ino, &k.exe_dev);
+	__u32 repeat = 0;
+	if (!dedup_pass(&k, &repeat))
+		return 0;
+	struct builder b;
+	struct out_buf *out = begin(STANCE_EV_CAPABLE, cgroup_id, task, &b);
+	if (!out)
+		return 0;
+	out->hdr.repeat = repeat;
+	if (level > 0)
+		out->hdr.flags |= STANCE_F_CHILD_USERNS;
+	struct stance_cap_body *body = (void *)out->body;
+	body->cap = cap;
+	body->opts = opts;
+	body->userns_inum = userns;
+	body->granted = granted;
+	put_exe(&b, task);
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
+}
+
+/* Sees every check and its result, where fexit programs load. */
+SEC("fexit/cap_capable")
+int BPF_PROG(stance_cap_capable, const struct cred *cred, struct user_namespace *targ_ns, int cap, unsigned int opts,
+	     int ret)
+{
+	on_capable(targ_ns, cap, opts, ret == 0);
+	return 0;
+}
+
+/* Sees the checks that the capability LSM granted (LSMs after a denial are not called). */
+SEC("lsm/capable")
+int BPF_PROG(stance_lsm_capable, const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)
+{
+	on_capable(ns, cap, opts, 1);
+	return 0;
+}
