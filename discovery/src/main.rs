@@ -97,10 +97,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(daemon::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Launch { workload, cmd } => {
-            let status = launch::run(&workload, &cmd)?;
-            Ok(ExitCode::from(status))
-        }
+        Command::Launch { workload, cmd } => match launch::run(&workload, &cmd) {
+            Ok(status) => Ok(ExitCode::from(status)),
+            // Like a shell: a command that cannot be found or run exits 127 / 126.
+            Err(e @ launch::LaunchError::Spawn { .. }) => {
+                eprintln!("stance: {}", chain(&anyhow::Error::new(e)));
+                Ok(ExitCode::from(127))
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Workloads { db, output } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {

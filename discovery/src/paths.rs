@@ -8,3 +8,5 @@ pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 pub const LAUNCH_CGROUP_DIR: &str = "stance";
 /// Where BPF objects are pinned so enforcement survives a daemon restart.
 pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/stance";
+/// Where tracefs is mounted if it is not mounted yet (tracepoint attachment reads event ids there).
+pub const TRACEFS: &str = "/sys/kernel/tracing";

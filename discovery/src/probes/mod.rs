@@ -34,6 +34,12 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("cannot mount tracefs at {path}")]
+    Tracefs {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no probe family could be attached: BPF is unavailable on this kernel ({0})")]
     NothingAttached(String),
 }
@@ -212,6 +218,7 @@ impl Probes {
             return Err(ProbeError::NotBuilt);
         }
         raise_memlock_limit();
+        ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(ProbeError::NoBtf)?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
@@ -302,4 +309,23 @@ fn raise_memlock_limit() {
     unsafe {
         libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
     }
+}
+
+/// Tracepoints are attached by id, read from tracefs: mount it where a fresh host or VM has not.
+fn ensure_tracefs() -> Result<(), ProbeError> {
+    let mounts = std::fs::read_to_string(crate::paths::MOUNTINFO).unwrap_or_default();
+    if mounts.lines().any(|l| l.contains(" - tracefs ") || l.contains(" - debugfs ")) {
+        return Ok(());
+    }
+    let path = crate::paths::TRACEFS;
+    let err = |source| ProbeError::Tracefs { path, source };
+    std::fs::create_dir_all(path).map_err(err)?;
+    let target = std::ffi::CString::new(path).expect("no NUL in a constant");
+    let fstype = c"tracefs";
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call; data is null.
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }

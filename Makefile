@@ -1,0 +1,45 @@
+# Stance — the two commands a newcomer runs as root on a fresh Debian machine:
+#   make run    install what is missing, build, start the daemon observing this host
+#   make test   install what is missing, build, run every test tier
+SHELL := /bin/bash
+DB ?= /var/lib/stance/stance.db
+CARGO ?= cargo
+RELEASE := target/release/stance
+
+.PHONY: run test deps build abi check unit root-tests vm-tests lint bench clean
+
+deps:
+	@bash deploy/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+run: build
+	$(RELEASE) run --db $(DB)
+
+# Every tier, in order of cost. Each one fails loudly; none skips.
+test: build lint unit root-tests
+	@echo "make test: all tiers passed"
+
+lint:
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --locked --lib --bins
+
+root-tests:
+	$(CARGO) test --release --locked --test '*' -- --test-threads=2
+
+bench: build
+	bash tests/bench/run.sh
+
+# Regenerate the committed Rust copy of probes-ebpf/include/stance_events.h.
+abi:
+	STANCE_UPDATE_ABI=1 $(CARGO) build --locked
+
+# Type-check without the BPF toolchain (uses the committed ABI, embeds no BPF objects).
+check:
+	STANCE_SKIP_BPF=1 $(CARGO) check --all-targets
+
+clean:
+	$(CARGO) clean

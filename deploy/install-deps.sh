@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Stance needs on Debian 12, and nothing that is
+# already there. Called by `make run`, `make test` and `make bench`; safe to run again.
+set -euo pipefail
+
+# Build: clang-19 compiles the BPF programs, bpftool makes vmlinux.h, libbpf-dev has bpf_helpers.h,
+# libclang-19-dev lets bindgen generate the Rust side of the event layouts.
+# VM tier (enforcement tests on Debian kernels): qemu, busybox-static, cpio.
+# Tests: python3 drives scenario workloads; iproute2 for loopback checks.
+PKGS=(clang-19 llvm-19 libbpf-dev bpftool libclang-19-dev pkg-config gcc libc6-dev make
+      qemu-system-x86 busybox-static cpio python3 iproute2 procps ca-certificates)
+PKGS+=("$@")
+
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found: this project builds with the machine's Rust toolchain (rustup)" >&2
+    exit 1
+fi
+
+# Kernel filesystems the daemon and tests use.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing

@@ -1,0 +1,175 @@
+//! Shared by the root integration tests: start the real daemon on a temp database, run workloads
+//! under `stance launch`, query with the real CLI, stop the daemon by its pid.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+pub const STANCE: &str = env!("CARGO_BIN_EXE_stance");
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("stance-{tag}-{}-{}", std::process::id(), nanos()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// A unique workload name for this test run.
+pub fn workload(tag: &str) -> String {
+    format!("t-{tag}-{}", std::process::id())
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub db: PathBuf,
+    pub stdout: Vec<String>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `stance run` with the given TOML config and waits until it is observing.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let db = dir.join("stance.db");
+        let cfg = dir.join("stance.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(STANCE)
+            .args(["run", "--db"])
+            .arg(&db)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stance run");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("[daemon] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon { child, db, stdout: Vec::new(), lines: rx };
+        d.wait_for_line("stance: writing to", Duration::from_secs(60));
+        d
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.stdout.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.stdout.push(l),
+                Err(_) => {
+                    let status = self.child.try_wait().unwrap();
+                    panic!("daemon never printed {needle:?} (status {status:?}); output: {:#?}", self.stdout);
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM by pid and wait; returns the exit status code.
+    pub fn stop(mut self) -> (i32, Vec<String>) {
+        // SAFETY: kill on the pid of the child this test started.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.stdout.push(l);
+        }
+        (status.code().unwrap_or(-1), std::mem::take(&mut self.stdout))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill on the pid of the child this test started.
+            unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn stance(args: &[&str]) -> Output {
+    Command::new(STANCE).args(args).output().expect("run stance")
+}
+
+/// Runs a stance query and parses its JSON output.
+pub fn stance_json(args: &[&str]) -> serde_json::Value {
+    let out = stance(args);
+    assert!(out.status.success(), "stance {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stance {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Polls `stance graph` until `pred` holds (the daemon flushes on an interval).
+pub fn wait_graph(db: &Path, workload: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    let db = db.to_str().unwrap();
+    loop {
+        let out = stance(&["graph", workload, "--db", db, "-o", "json"]);
+        if out.status.success() {
+            let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if pred(&g) || std::time::Instant::now() > deadline {
+                return g;
+            }
+        } else if std::time::Instant::now() > deadline {
+            panic!("stance graph {workload}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Labels of a graph's nodes of one kind.
+pub fn labels(g: &serde_json::Value, kind: &str) -> Vec<String> {
+    g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .map(|n| n["label"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The edges whose target has this label.
+pub fn edges_to<'a>(g: &'a serde_json::Value, label: &str) -> Vec<&'a serde_json::Value> {
+    g["edges"].as_array().unwrap().iter().filter(|e| e["target_label"] == label).collect()
+}
