@@ -1,0 +1,296 @@
+//! Builds the guest's whole userland as one initramfs: static busybox and its applet links, the
+//! `--bin` files at their host paths (plus, with `--lib-from-ldd`, the shared libraries `ldd` lists,
+//! dynamic loader included), the scenarios under `/scenarios`, and a generated `/init`.
+//!
+//! Carrying everything in the initramfs means the cloud kernels need no modules (they have no 9p
+//! and their virtio drivers are modules).
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{cmd, markers, Error, Result};
+
+/// Where busybox-static installs its binary.
+const BUSYBOX: &str = "/bin/busybox";
+/// Where the scenarios directory lands inside the guest.
+const GUEST_SCENARIOS: &str = "/scenarios";
+
+/// A `*.sh` file in the scenarios directory; its name is the file stem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: String,
+}
+
+/// What goes into the image.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    pub bins: &'a [PathBuf],
+    pub copy_libraries: bool,
+    pub scenario_dir: &'a Path,
+    pub scenarios: &'a [Scenario],
+    pub scenario_timeout_secs: u64,
+}
+
+/// The `*.sh` files directly in `dir`, sorted by name, keeping those whose name contains `filter`.
+pub fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<Scenario>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let path = entry.map_err(Error::io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".sh")) else {
+            continue;
+        };
+        if !path.is_file() || filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(Error::BadScenarioName { name: name.to_owned() });
+        }
+        names.push(name.to_owned());
+    }
+    if names.is_empty() {
+        return Err(match filter {
+            Some(f) => Error::FilterMatchesNothing { dir: dir.to_owned(), filter: f.to_owned() },
+            None => Error::NoScenarios { dir: dir.to_owned() },
+        });
+    }
+    names.sort();
+    Ok(names.into_iter().map(|name| Scenario { name }).collect())
+}
+
+/// Builds the image in `work` (a directory the caller owns and cleans up) and returns the path of
+/// the gzip-compressed cpio archive.
+pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
+    let root = &work.join("root");
+    for dir in ["dev", "proc", "sys", "tmp", "run", "etc", "root"] {
+        mkdir(&root.join(dir))?;
+    }
+
+    install_file(root, Path::new(BUSYBOX), true)?;
+    let applets = cmd::checked(Command::new(BUSYBOX).arg("--list-full"))?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines().filter(|l| !l.is_empty()) {
+        let link = root.join(applet);
+        if !link.exists() {
+            mkdir(link.parent().unwrap_or(root))?;
+            std::os::unix::fs::symlink(BUSYBOX, &link).map_err(Error::io(&link))?;
+        }
+    }
+
+    // `--bin` files go in after the applet links so that they win over a same-named applet.
+    let mut bin_dirs = Vec::new();
+    for bin in spec.bins {
+        let bin = std::path::absolute(bin).map_err(Error::io(bin))?;
+        install_file(root, &bin, spec.copy_libraries)?;
+        let dir = bin.parent().unwrap_or(Path::new("/")).to_owned();
+        if !bin_dirs.contains(&dir) {
+            bin_dirs.push(dir);
+        }
+    }
+
+    copy_tree(spec.scenario_dir, &root.join(GUEST_SCENARIOS.trim_start_matches('/')))?;
+    let init = root.join("init");
+    std::fs::write(&init, init_script(spec.scenarios, spec.scenario_timeout_secs, &bin_dirs))
+        .map_err(Error::io(&init))?;
+    set_executable(&init)?;
+
+    pack(root, work)
+}
+
+/// Copies `host_path` to the same absolute path under `root`, and its shared libraries when asked.
+fn install_file(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()> {
+    copy_to_same_path(root, host_path)?;
+    match libraries(host_path)? {
+        None => Ok(()),
+        Some(_) if !with_libraries => Err(Error::NeedsLibraries { path: host_path.to_owned() }),
+        Some(libs) => libs.iter().try_for_each(|lib| copy_to_same_path(root, lib)),
+    }
+}
+
+fn copy_to_same_path(root: &Path, host_path: &Path) -> Result<()> {
+    let dest = root.join(host_path.strip_prefix("/").unwrap_or(host_path));
+    mkdir(dest.parent().unwrap_or(root))?;
+    // `fs::copy` follows symlinks, so a library reached through /lib64 → usr/lib64 lands as a file.
+    std::fs::copy(host_path, &dest).map_err(Error::io(host_path))?;
+    Ok(())
+}
+
+/// The libraries `ldd` lists for `path`, or `None` when it is not a dynamic executable (static
+/// binaries, BPF objects, scripts: ldd exits non-zero for those).
+fn libraries(path: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let out = cmd::output(Command::new("ldd").arg(path))?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout));
+    Ok(if libs.is_empty() { None } else { Some(libs) })
+}
+
+/// Absolute paths in `ldd` output: `libc.so.6 => /lib/…/libc.so.6 (0x…)` and `/lib64/ld-linux… (0x…)`;
+/// `linux-vdso.so.1 (0x…)` has none and is provided by the kernel.
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let target = line.split_once("=>").map_or(line, |(_, t)| t);
+            target.split_whitespace().next().filter(|p| p.starts_with('/')).map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// The guest's PID 1: mount what Stance needs, report the kernel and the active LSMs, run each
+/// scenario under a timeout between markers, power off.
+pub fn init_script(scenarios: &[Scenario], timeout_secs: u64, bin_dirs: &[PathBuf]) -> String {
+    let mut path: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
+    path.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(String::from));
+    let mut s = format!(
+        r#"#!/bin/sh
+# Generated by stance-vmtest. Output goes to the serial console; the host reads the @@ markers.
+export PATH={path} HOME=/root
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+# The initramfs has no /dev/console node of its own, so PID 1 may have started without stdio.
+exec </dev/console >/dev/console 2>&1
+need() {{ "$@" || echo "stance-init: failed: $*"; }}
+need mount -t proc proc /proc
+need mount -t sysfs sysfs /sys
+need mount -t tmpfs tmpfs /tmp
+need mount -t tmpfs tmpfs /run
+need mount -t securityfs securityfs /sys/kernel/security
+need mount -t bpf bpf /sys/fs/bpf
+need mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || echo "stance-init: no debugfs (optional)"
+need mount -t cgroup2 cgroup2 /sys/fs/cgroup
+need ip link set lo up
+echo "@@{kernel} $(uname -r)@@"
+echo "@@{lsm} $(cat /sys/kernel/security/lsm 2>/dev/null)@@"
+run_scenario() {{
+    echo "@@{begin} $1@@"
+    # KILL, not TERM: a scenario stuck in the kernel must not hold up the run. rc 137 = timed out.
+    timeout -s KILL {timeout_secs} sh "{dir}/$1.sh" </dev/null 2>&1
+    echo "@@{end} $1 rc=$?@@"
+}}
+"#,
+        path = path.join(":"),
+        kernel = markers::KERNEL,
+        lsm = markers::LSM,
+        begin = markers::BEGIN,
+        end = markers::END,
+        dir = GUEST_SCENARIOS,
+    );
+    for scenario in scenarios {
+        let _ = writeln!(s, "run_scenario {}", scenario.name);
+    }
+    let _ = writeln!(s, "echo \"@@{}@@\"\npoweroff -f", markers::DONE);
+    s
+}
+
+/// `root` as `<work>/initrd.cpio.gz`: cpio newc, every file owned by root.
+fn pack(root: &Path, work: &Path) -> Result<PathBuf> {
+    let mut entries = Vec::new();
+    list_tree(root, Path::new("."), &mut entries)?;
+    let cpio = work.join("initrd.cpio");
+    cmd::checked_with_input(
+        Command::new("cpio")
+            .args(["--quiet", "-o", "-H", "newc", "-R", "0:0", "-O"])
+            .arg(&cpio)
+            .current_dir(root),
+        (entries.join("\n") + "\n").as_bytes(),
+    )?;
+    cmd::checked(Command::new("gzip").args(["-1", "-n", "-f"]).arg(&cpio))?;
+    Ok(work.join("initrd.cpio.gz"))
+}
+
+/// Every path below `dir` relative to the archive root, parents before children, sorted.
+fn list_tree(dir: &Path, rel: &Path, entries: &mut Vec<String>) -> Result<()> {
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(Error::io(dir))?;
+    children.sort();
+    for child in children {
+        let name = child.file_name().unwrap_or_default();
+        let child_rel = rel.join(name);
+        entries.push(child_rel.display().to_string());
+        if child.is_dir() && !child.is_symlink() {
+            list_tree(&child, &child_rel, entries)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    mkdir(to)?;
+    for entry in std::fs::read_dir(from).map_err(Error::io(from))? {
+        let src = entry.map_err(Error::io(from))?.path();
+        let dest = to.join(src.file_name().unwrap_or_default());
+        if src.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(Error::io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+fn mkdir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))
+}
+
+fn set_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(Error::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_library_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+        assert!(parse_ldd("\tstatically linked\n").is_empty());
+    }
+
+    #[test]
+    fn init_runs_scenarios_in_order_then_powers_off() {
+        let scenarios = [Scenario { name: "00-a".into() }, Scenario { name: "10-b".into() }];
+        let init = init_script(&scenarios, 60, &[PathBuf::from("/opt/x/bin")]);
+        assert!(init.starts_with("#!/bin/sh\n"));
+        assert!(init.contains("export PATH=/opt/x/bin:/usr/sbin:"));
+        assert!(init.contains("timeout -s KILL 60 sh \"/scenarios/$1.sh\""));
+        let a = init.find("run_scenario 00-a").unwrap();
+        let b = init.find("run_scenario 10-b").unwrap();
+        let done = init.find("@@STANCE-VM-DONE@@").unwrap();
+        assert!(a < b && b < done && done < init.find("poweroff -f").unwrap());
+        for mount in ["securityfs", "-t bpf", "tracefs", "cgroup2 cgroup2 /sys/fs/cgroup"] {
+            assert!(init.contains(mount), "{mount}");
+        }
+    }
+
+    #[test]
+    fn discover_sorts_filters_and_rejects_odd_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["10-b.sh", "00-a.sh", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names = |f| discover(dir.path(), f).map(|v| v.into_iter().map(|s| s.name).collect::<Vec<_>>());
+        assert_eq!(names(None).unwrap(), ["00-a", "10-b"]);
+        assert_eq!(names(Some("b")).unwrap(), ["10-b"]);
+        assert!(matches!(discover(dir.path(), Some("zzz")), Err(Error::FilterMatchesNothing { .. })));
+        std::fs::write(dir.path().join("bad name.sh"), "").unwrap();
+        assert!(matches!(discover(dir.path(), None), Err(Error::BadScenarioName { .. })));
+    }
+}
