@@ -18,7 +18,7 @@ run: build
 	$(RELEASE) run --db $(DB)
 
 # Every tier, in order of cost. Each one fails loudly; none skips.
-test: build lint unit root-tests
+test: build lint unit root-tests vm-tests
 	@echo "make test: all tiers passed"
 
 lint:
@@ -29,6 +29,11 @@ unit:
 
 root-tests:
 	$(CARGO) test --release --locked --test '*' -- --test-threads=2
+
+# Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
+vm-tests:
+	target/release/stance-vmtest --bin target/release/stance --bin target/release/canary-loader \
+		--lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build
 	bash tests/bench/run.sh

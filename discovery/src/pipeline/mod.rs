@@ -329,3 +329,60 @@ pub fn boot_to_unix_offset_ns() -> i64 {
     };
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{EdgeKind, WorkloadKind},
+        probes::decode::{decode, encode},
+    };
+
+    #[test]
+    fn windows_become_batches_keyed_by_workload() {
+        let tmp = std::env::temp_dir().join(format!("stance-res-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut res = Resolution::new(Resolver::new(tmp.clone()), None);
+        let mut agg = Aggregator::new(0, 64);
+        // Two cgroups of one launched workload, and the kernel telling us about them.
+        for (id, path) in [(11u64, "/stance/web"), (12, "/stance/web/worker")] {
+            agg.ingest(
+                decode(&encode::record(
+                    abi::STANCE_EV_CGROUP_MKDIR,
+                    1,
+                    1,
+                    0,
+                    0,
+                    encode::as_bytes(&abi::stance_cgroup_body { id, ..Default::default() }),
+                    [b"", path.as_bytes(), b"", b""],
+                ))
+                .unwrap(),
+            );
+        }
+        agg.ingest(decode(&encode::open(11, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ)).unwrap());
+        agg.ingest(decode(&encode::open(12, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ)).unwrap());
+        let exec = abi::stance_exec_body { ino: 1, ..Default::default() };
+        agg.ingest(
+            decode(&encode::record(
+                abi::STANCE_EV_EXEC,
+                11,
+                1,
+                abi::STANCE_F_PARENT_OUTSIDE,
+                0,
+                encode::as_bytes(&exec),
+                [b"", b"/usr/sbin/nginx", b"/usr/bin/stance", b""],
+            ))
+            .unwrap(),
+        );
+        let batch = res.to_batch(agg.take_window(), 5);
+        assert!(batch.cgroups.iter().all(|c| c.identity.name == "web" && c.identity.kind == WorkloadKind::Launched));
+        let open: Vec<_> = batch.edges.iter().filter(|(k, _)| k.kind == EdgeKind::Open).collect();
+        assert_eq!(open.len(), 1, "both cgroups' edges merge into the workload's one edge");
+        assert_eq!(open[0].0.workload, "web");
+        assert_eq!(open[0].1.count, 2);
+        let exec = batch.edges.iter().find(|(k, _)| k.kind == EdgeKind::Exec).unwrap();
+        assert_eq!(exec.0.source, NodeRef::new(NodeKind::Workload, "web"));
+        assert_eq!(batch.executables[0].workload, "web");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
