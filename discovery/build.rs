@@ -28,6 +28,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=STANCE_SKIP_BPF");
     println!("cargo:rerun-if-changed={}", include.display());
     println!("cargo:rerun-if-changed={}", src.display());
+    // sqlx::migrate! only tracks files that already exist: a new migration must rebuild.
+    println!("cargo:rerun-if-changed={}", root.join("migrations").display());
     println!("cargo:rustc-check-cfg=cfg(stance_skip_bpf)");
 
     let bpf_sources = bpf_sources(&src);

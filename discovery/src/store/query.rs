@@ -1,0 +1,443 @@
+//! Reading the behaviour graph back: the workload list and one workload's graph, as serialisable
+//! values the CLI prints as JSON or hands to `render`.
+//!
+//! Each answer is read inside one transaction, so it is a consistent snapshot even while the daemon
+//! commits batches. Ids in the output (`n12`, `e7`) are the database row ids: stable for the life of
+//! the database, so two reads of the same graph can be compared.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::{write::UNATTRIBUTED, Result, StoreError};
+use crate::model::{EdgeKind, LossReason, NodeKind, WorkloadKind};
+
+/// Who a workload is and when it was active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadInfo {
+    /// The key of every query (`stance graph NAME`).
+    pub name: String,
+    /// Host, launched, systemd unit or container: decides how exports select the workload.
+    pub kind: WorkloadKind,
+    /// Container runtime, for containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Full container id, for containers (the latest one when a name was reused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// systemd unit name, for units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Kubernetes pod UID, when the cgroup path carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// First observation (RFC 3339, UTC).
+    pub first_seen: String,
+    /// Latest observation (RFC 3339, UTC): tells a live workload from a gone one.
+    pub last_seen: String,
+}
+
+/// One line of `stance workloads`: a workload and the size of what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadSummary {
+    /// Identity and activity span.
+    #[serde(flatten)]
+    pub workload: WorkloadInfo,
+    /// Cgroups currently mapped to the workload.
+    pub cgroups: u64,
+    /// Distinct edges (not observations): the size of the graph a policy must cover.
+    pub edges: u64,
+    /// Distinct executables.
+    pub executables: u64,
+    /// Distinct files.
+    pub files: u64,
+    /// Distinct network or unix endpoints.
+    pub endpoints: u64,
+    /// Distinct capabilities checked.
+    pub capabilities: u64,
+    /// Observations lost for this workload: a non-zero count means the graph may be incomplete.
+    pub losses: LossSummary,
+}
+
+/// Lost observations, total and per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LossSummary {
+    /// Sum over every reason.
+    pub total: u64,
+    /// Per reason, only reasons that occurred.
+    pub by_reason: BTreeMap<LossReason, u64>,
+}
+
+/// `stance graph NAME`: one workload's nodes and edges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Graph {
+    /// Whose graph this is.
+    pub workload: WorkloadInfo,
+    /// Sorted by kind, then label.
+    pub nodes: Vec<GraphNode>,
+    /// Sorted by kind, then source label, target label, access and result.
+    pub edges: Vec<GraphEdge>,
+    /// What the graph may be missing.
+    pub losses: GraphLosses,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GraphNode {
+    /// `n` and the row id; what edges' `source` and `target` refer to.
+    pub id: String,
+    /// What the node stands for.
+    pub kind: NodeKind,
+    /// The plain name: a path, `addr:port/proto`, a capability name, or the workload's name.
+    pub label: String,
+    /// Device of an executable's file, so enforcement can match the file and not only its path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<u64>,
+    /// Inode of an executable's file, for the same reason as `dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// True for an anonymous (memfd) executable, which has no path to allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memfd: Option<bool>,
+    /// The last argv sampled for an executable: context for a person reviewing the graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<String>,
+    /// First edge touching the node (RFC 3339).
+    pub first_seen: String,
+    /// Latest edge touching the node (RFC 3339).
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GraphEdge {
+    /// `e` and the row id.
+    pub id: String,
+    /// What was done.
+    pub kind: EdgeKind,
+    /// Id of the source node.
+    pub source: String,
+    /// Id of the target node.
+    pub target: String,
+    /// Label of the source node, so the edge reads on its own.
+    pub source_label: String,
+    /// Label of the target node, so the edge reads on its own.
+    pub target_label: String,
+    /// The executable that acted: the source for every kind (for `exec`, the source is the parent
+    /// that started the target). Spelled out so a consumer need not know that per kind.
+    pub actor: String,
+    /// Access mode in the model's canonical text (`read,write`, `tcp`, …); empty where meaningless.
+    pub access: String,
+    /// `ok`, an errno name, or `granted`/`denied` for capabilities.
+    pub result: String,
+    /// Observations merged into this edge.
+    pub count: u64,
+    /// First observation (RFC 3339).
+    pub first_seen: String,
+    /// Latest observation (RFC 3339).
+    pub last_seen: String,
+}
+
+/// A workload's losses with the minutes they happened in, to line them up with gaps in the graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GraphLosses {
+    /// Sum over every reason and minute.
+    pub total: u64,
+    /// Per reason, over every minute.
+    pub by_reason: BTreeMap<LossReason, u64>,
+    /// Per minute and reason, oldest first.
+    pub by_minute: Vec<LossBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LossBucket {
+    /// Start of the minute (RFC 3339).
+    pub minute: String,
+    /// Why the observations were lost.
+    pub reason: LossReason,
+    /// How many were lost in that minute.
+    pub count: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkloadRow {
+    id: i64,
+    name: String,
+    kind: String,
+    runtime: Option<String>,
+    container_id: Option<String>,
+    unit: Option<String>,
+    pod_uid: Option<String>,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+impl WorkloadRow {
+    fn into_info(self) -> Result<WorkloadInfo> {
+        let kind = WorkloadKind::parse(&self.kind)
+            .ok_or(StoreError::Unrecognised { column: "workload kind", value: self.kind })?;
+        Ok(WorkloadInfo {
+            name: self.name,
+            kind,
+            runtime: self.runtime,
+            container_id: self.container_id,
+            unit: self.unit,
+            pod_uid: self.pod_uid,
+            first_seen: rfc3339(self.first_seen),
+            last_seen: rfc3339(self.last_seen),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NodeRow {
+    id: i64,
+    kind: String,
+    label: String,
+    exe_dev: Option<i64>,
+    exe_ino: Option<i64>,
+    exe_memfd: Option<bool>,
+    exe_argv: Option<String>,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct EdgeRow {
+    id: i64,
+    kind: String,
+    source_id: i64,
+    target_id: i64,
+    access: String,
+    result: String,
+    count: i64,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+const WORKLOAD_COLUMNS: &str = "id, name, kind, runtime, container_id, unit, pod_uid, first_seen, last_seen";
+
+pub(super) async fn workloads(pool: &SqlitePool) -> Result<Vec<WorkloadSummary>> {
+    let read = |source| StoreError::Read { what: "the workload list", source };
+    let mut tx = pool.begin().await.map_err(read)?;
+    let rows: Vec<WorkloadRow> =
+        sqlx::query_as(&format!("SELECT {WORKLOAD_COLUMNS} FROM workloads ORDER BY name"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read)?;
+    let cgroups: HashMap<i64, i64> =
+        sqlx::query_as("SELECT workload_id, count(*) FROM cgroups GROUP BY workload_id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read)?
+            .into_iter()
+            .collect();
+    let edges: HashMap<i64, i64> =
+        sqlx::query_as("SELECT workload_id, count(*) FROM edges GROUP BY workload_id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read)?
+            .into_iter()
+            .collect();
+    let nodes: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT workload_id, kind, count(*) FROM nodes GROUP BY workload_id, kind")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read)?;
+    let losses: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT workload_id, reason, sum(count) FROM losses GROUP BY workload_id, reason")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read)?;
+    tx.commit().await.map_err(read)?;
+
+    let mut node_counts: HashMap<(i64, NodeKind), u64> = HashMap::new();
+    for (workload_id, kind, count) in nodes {
+        let kind =
+            NodeKind::parse(&kind).ok_or(StoreError::Unrecognised { column: "node kind", value: kind })?;
+        node_counts.insert((workload_id, kind), to_u64(count));
+    }
+    let mut loss_summaries: HashMap<i64, LossSummary> = HashMap::new();
+    for (workload_id, reason, count) in losses {
+        loss_summaries.entry(workload_id).or_default().add(parse_reason(reason)?, to_u64(count));
+    }
+
+    rows.into_iter()
+        .map(|row| {
+            let id = row.id;
+            let nodes_of = |kind| node_counts.get(&(id, kind)).copied().unwrap_or(0);
+            Ok(WorkloadSummary {
+                cgroups: cgroups.get(&id).copied().map_or(0, to_u64),
+                edges: edges.get(&id).copied().map_or(0, to_u64),
+                executables: nodes_of(NodeKind::Executable),
+                files: nodes_of(NodeKind::File),
+                endpoints: nodes_of(NodeKind::Endpoint),
+                capabilities: nodes_of(NodeKind::Capability),
+                losses: loss_summaries.remove(&id).unwrap_or_default(),
+                workload: row.into_info()?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
+    let read = |source| StoreError::Read { what: "a workload graph", source };
+    let mut tx = pool.begin().await.map_err(read)?;
+    let row: Option<WorkloadRow> =
+        sqlx::query_as(&format!("SELECT {WORKLOAD_COLUMNS} FROM workloads WHERE name = ?"))
+            .bind(workload)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(read)?;
+    let Some(row) = row else {
+        return Err(StoreError::UnknownWorkload { name: workload.to_owned() });
+    };
+    let id = row.id;
+    let (nodes, edges, losses) = graph_rows(&mut tx, id).await.map_err(read)?;
+    tx.commit().await.map_err(read)?;
+
+    let mut graph_nodes = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let kind = NodeKind::parse(&n.kind)
+            .ok_or(StoreError::Unrecognised { column: "node kind", value: n.kind })?;
+        graph_nodes.push((
+            n.id,
+            GraphNode {
+                id: format!("n{}", n.id),
+                kind,
+                label: n.label,
+                dev: n.exe_dev.map(bits_u64),
+                ino: n.exe_ino.map(bits_u64),
+                memfd: n.exe_memfd,
+                argv: n.exe_argv,
+                first_seen: rfc3339(n.first_seen),
+                last_seen: rfc3339(n.last_seen),
+            },
+        ));
+    }
+    let by_id: HashMap<i64, usize> = graph_nodes.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    let label_of = |node_id: i64| -> Result<&str> {
+        let i = by_id
+            .get(&node_id)
+            .ok_or(StoreError::Unrecognised { column: "edge node", value: format!("n{node_id}") })?;
+        Ok(&graph_nodes[*i].1.label)
+    };
+    let mut graph_edges = Vec::with_capacity(edges.len());
+    for e in edges {
+        let kind = EdgeKind::parse(&e.kind)
+            .ok_or(StoreError::Unrecognised { column: "edge kind", value: e.kind })?;
+        let source_label = label_of(e.source_id)?.to_owned();
+        graph_edges.push(GraphEdge {
+            id: format!("e{}", e.id),
+            kind,
+            source: format!("n{}", e.source_id),
+            target: format!("n{}", e.target_id),
+            actor: source_label.clone(),
+            source_label,
+            target_label: label_of(e.target_id)?.to_owned(),
+            access: e.access,
+            result: e.result,
+            count: to_u64(e.count),
+            first_seen: rfc3339(e.first_seen),
+            last_seen: rfc3339(e.last_seen),
+        });
+    }
+    let mut nodes: Vec<GraphNode> = graph_nodes.into_iter().map(|(_, n)| n).collect();
+    nodes.sort_by(|a, b| (a.kind, &a.label).cmp(&(b.kind, &b.label)));
+    graph_edges.sort_by(|a, b| {
+        (a.kind, &a.source_label, &a.target_label, &a.access, &a.result).cmp(&(
+            b.kind,
+            &b.source_label,
+            &b.target_label,
+            &b.access,
+            &b.result,
+        ))
+    });
+
+    let mut graph_losses = GraphLosses::default();
+    let mut by_minute = Vec::with_capacity(losses.len());
+    for (reason, bucket, count) in losses {
+        let reason = parse_reason(reason)?;
+        let count = to_u64(count);
+        graph_losses.total = graph_losses.total.saturating_add(count);
+        let by_reason = graph_losses.by_reason.entry(reason).or_default();
+        *by_reason = by_reason.saturating_add(count);
+        by_minute.push((
+            bucket,
+            LossBucket { minute: rfc3339(bucket.saturating_mul(1_000_000_000)), reason, count },
+        ));
+    }
+    by_minute.sort_by_key(|(bucket, b)| (*bucket, b.reason));
+    graph_losses.by_minute = by_minute.into_iter().map(|(_, b)| b).collect();
+
+    Ok(Graph { workload: row.into_info()?, nodes, edges: graph_edges, losses: graph_losses })
+}
+
+type GraphRows = (Vec<NodeRow>, Vec<EdgeRow>, Vec<(String, i64, i64)>);
+
+async fn graph_rows(conn: &mut SqliteConnection, workload_id: i64) -> sqlx::Result<GraphRows> {
+    let nodes = sqlx::query_as(
+        "SELECT id, kind, label, exe_dev, exe_ino, exe_memfd, exe_argv, first_seen, last_seen
+         FROM nodes WHERE workload_id = ?",
+    )
+    .bind(workload_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let edges = sqlx::query_as(
+        "SELECT id, kind, source_id, target_id, access, result, count, first_seen, last_seen
+         FROM edges WHERE workload_id = ?",
+    )
+    .bind(workload_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let losses = sqlx::query_as("SELECT reason, bucket, count FROM losses WHERE workload_id = ?")
+        .bind(workload_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok((nodes, edges, losses))
+}
+
+pub(super) async fn unattributed_losses(pool: &SqlitePool) -> Result<LossSummary> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT reason, sum(count) FROM losses WHERE workload_id = ? GROUP BY reason")
+            .bind(UNATTRIBUTED)
+            .fetch_all(pool)
+            .await
+            .map_err(|source| StoreError::Read { what: "unattributed losses", source })?;
+    let mut summary = LossSummary::default();
+    for (reason, count) in rows {
+        summary.add(parse_reason(reason)?, to_u64(count));
+    }
+    Ok(summary)
+}
+
+impl LossSummary {
+    fn add(&mut self, reason: LossReason, count: u64) {
+        self.total = self.total.saturating_add(count);
+        let entry = self.by_reason.entry(reason).or_default();
+        *entry = entry.saturating_add(count);
+    }
+}
+
+fn parse_reason(reason: String) -> Result<LossReason> {
+    LossReason::parse(&reason).ok_or(StoreError::Unrecognised { column: "loss reason", value: reason })
+}
+
+/// Unix nanoseconds as RFC 3339 with milliseconds. Times before 1970 only come from a broken clock and
+/// print as the epoch rather than panic the formatter.
+pub(super) fn rfc3339(unix_ns: i64) -> String {
+    let since_epoch = Duration::from_nanos(u64::try_from(unix_ns).unwrap_or(0));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
+}
+
+/// Counts are never negative in the database; treat one that is as zero rather than wrap.
+fn to_u64(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
+}
+
+/// Inverse of the writer's bit-preserving store of kernel identifiers.
+fn bits_u64(value: i64) -> u64 {
+    value as u64
+}
