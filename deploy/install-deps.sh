@@ -6,9 +6,9 @@ set -euo pipefail
 # Build: clang-19 compiles the BPF programs, bpftool makes vmlinux.h, libbpf-dev has bpf_helpers.h,
 # libclang-19-dev lets bindgen generate the Rust side of the event layouts.
 # VM tier (enforcement tests on Debian kernels): qemu, busybox-static, cpio.
-# Tests: python3 drives scenario workloads; iproute2 for loopback checks.
+# Tests: python3 drives scenario workloads; graphviz checks DOT output; util-linux has setpriv.
 PKGS=(clang-19 llvm-19 libbpf-dev bpftool libclang-19-dev pkg-config gcc libc6-dev make
-      qemu-system-x86 busybox-static cpio python3 iproute2 procps ca-certificates)
+      qemu-system-x86 busybox-static cpio python3 iproute2 procps util-linux graphviz ca-certificates)
 PKGS+=("$@")
 
 missing=()

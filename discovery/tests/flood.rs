@@ -17,7 +17,7 @@ fn flood_is_counted_per_workload_and_daemon_survives() {
     );
     let name = workload("flood");
     let st = Command::new(STANCE)
-        .args(["launch", "--workload", &name, "--", "python3", "-c"])
+        .args(["launch", "--workload", &name, "--", "/usr/bin/python3", "-c"])
         .arg("import os\nfor i in range(50000):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))")
         .status()
         .unwrap();

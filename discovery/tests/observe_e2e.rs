@@ -29,7 +29,7 @@ fn graph_holds_real_absolute_paths_endpoints_and_modes() {
     let name = workload("e2e");
     let script = repo_root().join("tests/workloads/observe.py");
     let status = Command::new(STANCE)
-        .args(["launch", "--workload", &name, "--", "python3"])
+        .args(["launch", "--workload", &name, "--", "/usr/bin/python3"])
         .arg(&script)
         .arg(&work)
         .arg(tcp.local_addr().unwrap().port().to_string())
