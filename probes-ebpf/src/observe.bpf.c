@@ -59,6 +59,18 @@ const volatile __u32 argv_max = 512;
 /* Kernel stacks on x86_64 are 16 KiB (without KASAN). */
 #define THREAD_SIZE (4096 << 2)
 
+/*
+ * Clamp a size or offset with an AND that stays in the instruction stream. clang drops a mask it
+ * can prove redundant, and some verifiers (6.12's, with linked scalar ids) lose the bound the
+ * compiler relied on and then reject the helper call as unbounded.
+ */
+#define BOUND(v, mask)                                  \
+	({                                              \
+		__u64 __b = (v);                        \
+		asm volatile("%0 &= " #mask : "+r"(__b)); \
+		__b;                                    \
+	})
+
 #define WALK_BUF (STANCE_PATH_MAX + 256)
 #define OUT_DATA (4 * STANCE_PATH_MAX + STANCE_PATH_MAX)
 #define MAX_COMPONENTS 2048
@@ -171,7 +183,7 @@ static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 		return 1;
 	}
 	c->pos -= len;
-	bpf_probe_read_kernel(&c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)], len & 255, name);
+	bpf_probe_read_kernel(&c->wb->buf[BOUND(c->pos, 4095)], BOUND(len, 255), name);
 	c->pos -= 1;
 	c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
 	return 0;
@@ -271,9 +283,9 @@ static __always_inline void put_bytes(struct builder *b, __u32 idx, const void *
 	if (off > 3 * STANCE_PATH_MAX + STANCE_ARGV_MAX)
 		return;
 	if (user)
-		bpf_probe_read_user(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+		bpf_probe_read_user(&b->out->data[BOUND(off, 16383)], BOUND(len, 4095), src);
 	else
-		bpf_probe_read_kernel(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+		bpf_probe_read_kernel(&b->out->data[BOUND(off, 16383)], BOUND(len, 4095), src);
 	b->out->hdr.len[idx & (STANCE_NSTR - 1)] = len;
 	b->off = off + len;
 }
@@ -289,7 +301,7 @@ static __always_inline __u32 put_path(struct builder *b, __u32 idx, struct dentr
 	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 	if (!wb)
 		return 0;
-	put_bytes(b, idx, &wb->buf[r.start & (STANCE_PATH_MAX - 1)], r.len, 0);
+	put_bytes(b, idx, &wb->buf[BOUND(r.start, 4095)], r.len, 0);
 	__u32 flags = 0;
 	if (r.trunc)
 		flags |= trunc_flag;
@@ -766,11 +778,11 @@ static __always_inline int on_net_exit(long ret, long nr)
 			/* Abstract name: the bytes after the leading NUL, exactly addrlen long. */
 			abstract = 1;
 			ulen = plen > 0 ? plen - 1 : 0;
-			if (ulen && bpf_probe_read_user(us->buf, ulen & 127, uaddr + 3))
+			if (ulen && bpf_probe_read_user(us->buf, BOUND(ulen, 127), uaddr + 3))
 				return 0;
 		} else {
 			/* Filesystem path: up to its NUL, within the address length. */
-			long n = bpf_probe_read_user_str(us->buf, (plen + 1) & 127, uaddr + 2);
+			long n = bpf_probe_read_user_str(us->buf, BOUND(plen + 1, 127), uaddr + 2);
 			if (n <= 1)
 				return 0;
 			ulen = n - 1;
@@ -888,7 +900,7 @@ int BPF_PROG(stance_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		}
 		__u32 off = b.off;
 		if (len && off <= 3 * STANCE_PATH_MAX) {
-			bpf_probe_read_user(&out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_ARGV_MAX * 2 - 1),
+			bpf_probe_read_user(&out->data[BOUND(off, 16383)], BOUND(len, 2047),
 					    (void *)start);
 			out->hdr.len[STANCE_STR_ARGV] = len;
 			b.off = off + len;

@@ -190,6 +190,9 @@ fn first_line(err: &ProgramError) -> String {
     // Keep the verifier's last meaningful line: that is where the reason is.
     if let ProgramError::LoadError { io_error, verifier_log } = err {
         let last = verifier_log.to_string();
+        let lines: Vec<&str> = last.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        tracing::debug!(verifier_log = %tail, "program load failed (last 40 lines of the verifier log)");
         let summary = ["processed ", "stack depth", "verification time", "max_states", "mark_read"];
         let reason = last
             .lines()
