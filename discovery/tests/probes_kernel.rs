@@ -58,7 +58,12 @@ impl Drop for TestCgroup {
 }
 
 /// Collects events of one cgroup until `done` says so or the timeout passes.
-fn collect(p: &mut Probes, cgroup_id: u64, timeout: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+fn collect(
+    p: &mut Probes,
+    cgroup_id: u64,
+    timeout: Duration,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
     let mut rb = p.take_ringbuf().unwrap();
     let start = Instant::now();
     let mut out = Vec::new();
@@ -129,7 +134,10 @@ fn open_exec_connect_are_reported_with_kernel_paths() {
         })
         .collect();
     eprintln!("opens: {opens:?}\nexecs: {execs:?}");
-    assert!(opens.iter().any(|(p, r)| *p == target && *r == 0), "relative and symlink opens resolve to {target}");
+    assert!(
+        opens.iter().any(|(p, r)| *p == target && *r == 0),
+        "relative and symlink opens resolve to {target}"
+    );
     assert!(!opens.iter().any(|(p, _)| p.ends_with("/link") || *p == "./target.txt"));
     let missing = format!("{}/missing", dir.display());
     assert!(opens.iter().any(|(p, r)| *p == missing && *r == -2), "failed open reported with ENOENT");
