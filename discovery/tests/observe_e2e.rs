@@ -188,3 +188,25 @@ fn errors_are_one_clear_line() {
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn workloads_running_before_the_daemon_are_picked_up() {
+    let tmp = TempDir::new("pre");
+    let name = workload("pre");
+    // Started before the daemon; ended by pid at the end of the test.
+    let mut pre =
+        Command::new(STANCE).args(["launch", "--workload", &name, "--", "/bin/sleep", "60"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(tmp.path(), FAST_FLUSH);
+    let list = stance_json(&["workloads", "--db", daemon.db.to_str().unwrap(), "-o", "json"]);
+    let found =
+        list.as_array().unwrap().iter().any(|w| w["name"] == name.as_str() && w["kind"] == "launched");
+    let g = stance_json(&["graph", &name, "--db", daemon.db.to_str().unwrap()]);
+    // SAFETY: kill on the pid of the launcher this test started; it forwards SIGTERM to sleep.
+    unsafe { libc::kill(pre.id() as i32, libc::SIGTERM) };
+    let _ = pre.wait();
+    assert!(found, "{list:#}");
+    assert!(labels(&g, "executable").contains(&"/usr/bin/sleep".to_owned()), "{g:#}");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
