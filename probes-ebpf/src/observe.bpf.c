@@ -318,6 +318,25 @@ static __always_inline struct file *task_exe_file(struct task_struct *task)
 	return BPF_CORE_READ(mm, exe_file);
 }
 
+/*
+ * The current task's executable identity by direct loads through BTF pointers (no helper calls):
+ * this runs for every open and connect before the dedup lookup, so it must be cheap.
+ */
+static __always_inline void current_exe_id(struct task_struct *task, __u64 *ino, __u32 *dev)
+{
+	struct mm_struct *mm = task->mm;
+	if (!mm)
+		return;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return;
+	struct inode *inode = exe->f_inode;
+	if (!inode)
+		return;
+	*ino = inode->i_ino;
+	*dev = inode->i_sb->s_dev;
+}
+
 static __always_inline void file_id(struct file *f, __u64 *ino, __u32 *dev)
 {
 	*ino = BPF_CORE_READ(f, f_inode, i_ino);
@@ -439,6 +458,12 @@ static __noinline __u64 hash_bytes(const char *s, __u32 len)
  * the arguments there saves a sys_enter program (and its hash map) per syscall. orig_ax must equal
  * the syscall number, which tells us the layout guess (padding above pt_regs) is right.
  */
+/* The tail of x86_64's struct pt_regs from r10 to orig_ax: one read gets every argument register
+ * and the syscall number (the layout is the kernel's entry ABI and does not move). */
+struct regs_tail {
+	__u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
 	void *stack = BPF_CORE_READ(task, stack);
@@ -448,16 +473,16 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, __u64
 	for (int i = 0; i < 2; i++) {
 		__u32 pad = regs_pad != 0xff ? regs_pad : pads[i];
 		struct pt_regs *regs = (struct pt_regs *)(stack + THREAD_SIZE - pad) - 1;
-		long orig = 0;
-		bpf_probe_read_kernel(&orig, sizeof(orig), &regs->orig_ax);
-		if (orig == nr) {
+		struct regs_tail t = {};
+		bpf_probe_read_kernel(&t, sizeof(t), &regs->r10);
+		if ((long)t.orig_ax == nr) {
 			regs_pad = pad;
-			args[0] = BPF_CORE_READ(regs, di);
-			args[1] = BPF_CORE_READ(regs, si);
-			args[2] = BPF_CORE_READ(regs, dx);
-			args[3] = BPF_CORE_READ(regs, r10);
-			args[4] = BPF_CORE_READ(regs, r8);
-			args[5] = BPF_CORE_READ(regs, r9);
+			args[0] = t.di;
+			args[1] = t.si;
+			args[2] = t.dx;
+			args[3] = t.r10;
+			args[4] = t.r8;
+			args[5] = t.r9;
 			return 0;
 		}
 		if (regs_pad != 0xff)
@@ -470,13 +495,17 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	/* Direct loads through BTF pointers: task is the current task from bpf_get_current_task_btf(). */
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
 	if (!fdt)
 		return NULL;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	unsigned int max = fdt->max_fds;
 	if ((unsigned long)fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
@@ -572,10 +601,8 @@ static __always_inline int on_open_exit(long ret, long nr)
 		break;
 	}
 
-	struct file *exe = task_exe_file(task);
 	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
-	if (exe)
-		file_id(exe, &k.exe_ino, &k.exe_dev);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
 	__u32 access = have_args ? access_from_flags(flags) : 0;
 	struct file *f = NULL;
@@ -795,9 +822,7 @@ static __always_inline int on_net_exit(long ret, long nr)
 		k.obj_b ^= (__u64)nb.port << 48;
 	}
 	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)(ret < 0 ? -ret : 0) & 0xffff);
-	struct file *exe = task_exe_file(task);
-	if (exe)
-		file_id(exe, &k.exe_ino, &k.exe_dev);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
 	__u32 repeat = 0;
 	if (!dedup_pass(&k, &repeat))
