@@ -78,15 +78,13 @@ pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
         }
     }
 
-    // `--bin` files go in after the applet links so that they win over a same-named applet.
-    let mut bin_dirs = Vec::new();
+    // `--bin` files go in after the applet links so that they win over a same-named applet. They
+    // live in one fixed guest directory, not at their host path: a checkout under /tmp or /run
+    // would otherwise be hidden by the tmpfs /init mounts there.
+    let bin_dirs = vec![PathBuf::from(GUEST_BIN_DIR)];
     for bin in spec.bins {
         let bin = std::path::absolute(bin).map_err(Error::io(bin))?;
-        install_file(root, &bin, spec.copy_libraries)?;
-        let dir = bin.parent().unwrap_or(Path::new("/")).to_owned();
-        if !bin_dirs.contains(&dir) {
-            bin_dirs.push(dir);
-        }
+        install_bin(root, &bin, spec.copy_libraries)?;
     }
 
     copy_tree(spec.scenario_dir, &root.join(GUEST_SCENARIOS.trim_start_matches('/')))?;
@@ -99,8 +97,24 @@ pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
 }
 
 /// Copies `host_path` to the same absolute path under `root`, and its shared libraries when asked.
+/// Where `--bin` files are put in the guest (and put on its PATH).
+pub const GUEST_BIN_DIR: &str = "/opt/stance-vmtest/bin";
+
+/// A `--bin` file: into GUEST_BIN_DIR under its own name, with its libraries at their host paths.
+fn install_bin(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()> {
+    let name = host_path.file_name().unwrap_or(host_path.as_os_str());
+    let dest = root.join(GUEST_BIN_DIR.trim_start_matches('/')).join(name);
+    mkdir(dest.parent().unwrap_or(root))?;
+    std::fs::copy(host_path, &dest).map_err(Error::io(host_path))?;
+    install_libraries(root, host_path, with_libraries)
+}
+
 fn install_file(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()> {
     copy_to_same_path(root, host_path)?;
+    install_libraries(root, host_path, with_libraries)
+}
+
+fn install_libraries(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()> {
     match libraries(host_path)? {
         None => Ok(()),
         Some(_) if !with_libraries => Err(Error::NeedsLibraries { path: host_path.to_owned() }),

@@ -40,7 +40,7 @@ struct Cli {
     /// Where downloaded kernels are kept [default: <repo>/.vmcache, which git ignores].
     #[arg(long, env = "STANCE_VMTEST_CACHE")]
     cache: Option<PathBuf>,
-    /// A file to put into the guest at the same absolute path; its directory joins the guest's PATH.
+    /// A file to put into the guest's /opt/stance-vmtest/bin (on its PATH), with its libraries.
     #[arg(long = "bin", value_name = "PATH")]
     bins: Vec<PathBuf>,
     /// Also copy the shared libraries (and dynamic loader) that `ldd` lists for each --bin.
