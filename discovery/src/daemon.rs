@@ -55,6 +55,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ringbuf_bytes: cfg.ringbuf_bytes,
         dedup_window_ns: cfg.dedup_window.as_nanos() as u64,
         argv_max: cfg.argv_bytes as u32,
+        wakeup_bytes: u64::from(cfg.ringbuf_bytes / 8),
         self_tgid: std::process::id(),
     })?;
     println!("stance: observing this host (pid {}), cgroup2 at {}", std::process::id(), mount.display());

@@ -14,8 +14,14 @@ use stance::probes::{
 };
 
 fn load() -> Probes {
-    Probes::load(&LoadOptions { ringbuf_bytes: 4 << 20, dedup_window_ns: 0, argv_max: 256, self_tgid: 0 })
-        .expect("probes load on this kernel")
+    Probes::load(&LoadOptions {
+        ringbuf_bytes: 4 << 20,
+        dedup_window_ns: 0,
+        argv_max: 256,
+        wakeup_bytes: 0,
+        self_tgid: 0,
+    })
+    .expect("probes load on this kernel")
 }
 
 /// A fresh cgroup under the cgroup2 mount; events are filtered to it.
@@ -253,6 +259,7 @@ fn the_daemons_own_activity_is_not_observed() {
         ringbuf_bytes: 1 << 20,
         dedup_window_ns: 0,
         argv_max: 64,
+        wakeup_bytes: 0,
         self_tgid: std::process::id(),
     })
     .unwrap();

@@ -30,6 +30,10 @@ const volatile __u32 stance_tgid = 0;
 const volatile __u64 dedup_window_ns = 10ULL * 1000 * 1000 * 1000;
 /* argv bytes kept per exec (<= STANCE_ARGV_MAX). */
 const volatile __u32 argv_max = 512;
+/* Wake the reader only when this much is waiting; otherwise it drains on its own timer. A wakeup
+ * is an irq_work (a self-IPI, a VM exit on virtual machines): microseconds per event if done for
+ * every record. */
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 #define AT_FDCWD -100
 #define O_ACCMODE 00000003
@@ -337,6 +341,45 @@ static __always_inline void current_exe_id(struct task_struct *task, __u64 *ino,
 	*dev = inode->i_sb->s_dev;
 }
 
+/*
+ * Two fields of one struct with a single probe read of the span that holds both (their offsets
+ * come from CO-RE, so the span fits every kernel's layout); falls back to two reads if the fields
+ * are ever further apart than the span. Every suppressed repeat pays for these reads, so they count.
+ */
+#define SPAN 64
+#define READ_PAIR(ptr, type, fa, va, fb, vb)                                                         \
+	({                                                                                          \
+		__u32 __oa = bpf_core_field_offset(type, fa), __ob = bpf_core_field_offset(type, fb); \
+		__u32 __lo = __oa < __ob ? __oa : __ob;                                             \
+		__u32 __hi = __oa < __ob ? __ob + sizeof(vb) : __oa + sizeof(va);                   \
+		if (__hi - __lo <= SPAN) {                                                          \
+			__u8 __buf[SPAN] = {};                                                      \
+			bpf_probe_read_kernel(__buf, SPAN, (void *)(ptr) + __lo);                   \
+			__builtin_memcpy(&(va), __buf + ((__oa - __lo) & (SPAN - 1)), sizeof(va));  \
+			__builtin_memcpy(&(vb), __buf + ((__ob - __lo) & (SPAN - 1)), sizeof(vb));  \
+		} else {                                                                            \
+			va = BPF_CORE_READ((type *)(ptr), fa);                                      \
+			vb = BPF_CORE_READ((type *)(ptr), fb);                                      \
+		}                                                                                   \
+	})
+
+/* The opened file's mode, inode number and superblock (the filesystem's identity for dedup keys:
+ * s_dev itself is only read when an event is emitted). */
+static __always_inline void file_quick_id(struct file *f, __u32 *fmode, __u64 *ino, __u64 *sb)
+{
+	struct inode *inode = NULL;
+	__u32 mode = 0;
+	READ_PAIR(f, struct file, f_mode, mode, f_inode, inode);
+	*fmode = mode;
+	if (!inode)
+		return;
+	unsigned long i_ino = 0;
+	struct super_block *i_sb = NULL;
+	READ_PAIR(inode, struct inode, i_ino, i_ino, i_sb, i_sb);
+	*ino = i_ino;
+	*sb = (__u64)i_sb;
+}
+
 static __always_inline void file_id(struct file *f, __u64 *ino, __u32 *dev)
 {
 	*ino = BPF_CORE_READ(f, f_inode, i_ino);
@@ -391,7 +434,9 @@ static __always_inline int submit(struct builder *b, __u64 cgroup_id)
 	__u64 size = sizeof(struct stance_event_header) + STANCE_BODY_SIZE + b->off;
 	if (size > sizeof(struct out_buf))
 		size = sizeof(struct out_buf);
-	long err = bpf_ringbuf_output(&events, b->out, size, 0);
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										       : BPF_RB_NO_WAKEUP;
+	long err = bpf_ringbuf_output(&events, b->out, size, flags);
 	if (err) {
 		count_loss(cgroup_id, STANCE_LOSS_RINGBUF);
 		return -1;
@@ -466,7 +511,7 @@ struct regs_tail {
 
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
-	void *stack = BPF_CORE_READ(task, stack);
+	void *stack = task->stack;
 	if (!stack)
 		return -1;
 	__u32 pads[2] = { 0, 16 };
@@ -618,8 +663,8 @@ static __always_inline int on_open_exit(long ret, long nr)
 			count_loss(cgroup_id, STANCE_LOSS_READ);
 			return 0;
 		}
-		file_id(f, &ino, &dev);
-		fmode = BPF_CORE_READ(f, f_mode);
+		__u64 sb = 0;
+		file_quick_id(f, &fmode, &ino, &sb);
 		if (!have_args) {
 			if (fmode & FMODE_READ)
 				access |= STANCE_ACC_READ;
@@ -627,7 +672,7 @@ static __always_inline int on_open_exit(long ret, long nr)
 				access |= STANCE_ACC_WRITE;
 		}
 		k.obj_a = ino;
-		k.obj_b = dev;
+		k.obj_b = sb;
 	} else {
 		if (!have_args || !uname)
 			return 0;
@@ -658,6 +703,8 @@ static __always_inline int on_open_exit(long ret, long nr)
 	put_exe(&b, task);
 
 	struct stance_open_body *body = (void *)out->body;
+	if (f)
+		dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
 	body->ino = ino;
 	body->dev = dev;
 	body->open_flags = (__u32)flags;

@@ -130,6 +130,11 @@ impl Resolver {
         (UNKNOWN_PATH.to_owned(), Identity::host())
     }
 
+    /// True when `id` resolves without a rescan.
+    pub fn knows(&self, id: u64) -> bool {
+        self.root == Some(id) || self.paths.contains_key(&id)
+    }
+
     fn lookup(&self, id: u64) -> Option<(String, Identity)> {
         if self.root == Some(id) {
             return Some(("/".to_owned(), Identity::host()));

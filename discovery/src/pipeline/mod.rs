@@ -85,6 +85,10 @@ pub struct ReaderStats {
     pub dropped: AtomicU64,
 }
 
+/// The kernel only wakes the reader when the ring buffer is filling up (see `wakeup_bytes` in
+/// observe.bpf.c); otherwise the reader drains it on this timer. Bounds the delay of an event.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 /// Reads the ring buffer until told to stop, then drains it completely.
 pub async fn run_reader(
     ringbuf: RingBuf<MapData>,
@@ -97,28 +101,38 @@ pub async fn run_reader(
     // and it lives inside the AsyncFd until the AsyncFd is dropped.
     let mut afd = unsafe { AsyncFd::register_with_interest(ringbuf, Interest::READABLE) }
         .map_err(|e| PipelineError::RingBuf(e.into_parts().1))?;
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drain = |rb: &mut RingBuf<MapData>| {
+        while let Some(item) = rb.next() {
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            match decode(&item) {
+                Ok(ev) => {
+                    if let Err(mpsc::error::TrySendError::Full(ev)) = tx.try_send(ev) {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        *losses
+                            .queue_full
+                            .lock()
+                            .expect("queue_full lock")
+                            .entry(ev.cgroup_id)
+                            .or_default() += 1;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "malformed record");
+                    losses.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    };
     loop {
         tokio::select! {
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(PipelineError::RingBuf)?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
-                    match decode(&item) {
-                        Ok(ev) => {
-                            if let Err(mpsc::error::TrySendError::Full(ev)) = tx.try_send(ev) {
-                                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                                *losses.queue_full.lock().expect("queue_full lock").entry(ev.cgroup_id).or_default() += 1;
-                            }
-                        }
-                        Err(e) => {
-                            debug!(error = %e, "malformed record");
-                            losses.malformed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            _ = tick.tick() => drain(afd.get_mut()),
             _ = stop.changed() => break,
         }
     }
@@ -230,6 +244,20 @@ impl Resolution {
             match change {
                 aggregate::CgroupChange::Created { id, path } => self.resolver.learn(id, path),
                 aggregate::CgroupChange::Removed { id } => removed.push(id),
+            }
+        }
+
+        // A cgroup whose mkdir record was lost (ring buffer full) is unknown: rescan once per
+        // window, ignoring the resolver's rate limit, rather than file its behaviour under `host`.
+        let needed = w
+            .active_cgroups
+            .keys()
+            .chain(w.edges.keys().map(|e| &e.cgroup_id))
+            .chain(w.executables.keys().map(|(cg, _)| cg))
+            .chain(w.losses.keys().filter_map(|(cg, _)| cg.as_ref()));
+        if needed.into_iter().any(|cg| !self.resolver.knows(*cg)) {
+            if let Err(e) = self.resolver.scan() {
+                warn!(error = %e, "cannot rescan cgroups");
             }
         }
 

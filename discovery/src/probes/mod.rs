@@ -50,6 +50,9 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     pub dedup_window_ns: u64,
     pub argv_max: u32,
+    /// Bytes waiting in the ring buffer before the kernel wakes the reader (which otherwise drains
+    /// on its own timer, `pipeline::DRAIN_EVERY`).
+    pub wakeup_bytes: u64,
     /// The daemon's own pid: its activity is not observed.
     pub self_tgid: u32,
 }
@@ -230,6 +233,7 @@ impl Probes {
             .override_global("stance_tgid", &opts.self_tgid, true)
             .override_global("dedup_window_ns", &opts.dedup_window_ns, true)
             .override_global("argv_max", &opts.argv_max, true)
+            .override_global("wakeup_bytes", &opts.wakeup_bytes, true)
             .map_max_entries("events", opts.ringbuf_bytes)
             .load(OBSERVE_OBJ)
             .map_err(ProbeError::Load)?;
