@@ -68,11 +68,20 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut resolver = Resolver::new(mount.clone());
     let known = resolver.scan()?;
     let initial = tokio::task::block_in_place(|| running_processes(&mount, &mut resolver));
-    info!(cgroups = known, workloads = initial.cgroups.len(), executables = initial.executables.len(), "picked up running workloads");
+    info!(
+        cgroups = known,
+        workloads = initial.cgroups.len(),
+        executables = initial.executables.len(),
+        "picked up running workloads"
+    );
     store.write_batch(&initial).await?;
 
     println!("stance: writing to {}", cfg.db.display());
-    println!("stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`", cfg.db.display(), cfg.db.display());
+    println!(
+        "stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`",
+        cfg.db.display(),
+        cfg.db.display()
+    );
 
     let (ev_tx, ev_rx) = mpsc::channel(cfg.queue_capacity);
     let (win_tx, win_rx) = mpsc::channel(2);
@@ -143,7 +152,9 @@ fn running_processes(mount: &Path, resolver: &mut Resolver) -> Batch {
         let workload = match by_path.get(&v2.pathname) {
             Some(w) => w.clone(),
             None => {
-                let Ok(meta) = std::fs::metadata(mount.join(v2.pathname.trim_start_matches('/'))) else { continue };
+                let Ok(meta) = std::fs::metadata(mount.join(v2.pathname.trim_start_matches('/'))) else {
+                    continue;
+                };
                 let id = meta.ino();
                 resolver.learn(id, v2.pathname.clone());
                 let (path, identity) = resolver.resolve(id);

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod enforce;
 pub mod identity;
 pub mod launch;
 pub mod model;

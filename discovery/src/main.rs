@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use stance::{config, daemon, launch, paths, store};
 
 #[derive(Parser, Debug)]
-#[command(name = "stance", version, about = "Learn each workload's behaviour; turn it into least-privilege policy")]
+#[command(
+    name = "stance",
+    version,
+    about = "Learn each workload's behaviour; turn it into least-privilege policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

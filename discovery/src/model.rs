@@ -277,6 +277,9 @@ pub struct Batch {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.cgroups.is_empty() && self.edges.is_empty() && self.executables.is_empty() && self.losses.is_empty()
+        self.cgroups.is_empty()
+            && self.edges.is_empty()
+            && self.executables.is_empty()
+            && self.losses.is_empty()
     }
 }

@@ -3,7 +3,11 @@
 
 mod common;
 
-use std::{net::{TcpListener, UdpSocket}, process::Command, time::Duration};
+use std::{
+    net::{TcpListener, UdpSocket},
+    process::Command,
+    time::Duration,
+};
 
 use common::*;
 
@@ -39,8 +43,10 @@ fn graph_holds_real_absolute_paths_endpoints_and_modes() {
     assert!(status.success(), "workload failed: {status}");
 
     let data = work.join("data").canonicalize().unwrap();
-    let want_files: Vec<String> =
-        ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "out.txt"].iter().map(|f| data.join(f).to_string_lossy().into_owned()).collect();
+    let want_files: Vec<String> = ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "out.txt"]
+        .iter()
+        .map(|f| data.join(f).to_string_lossy().into_owned())
+        .collect();
     let tcp_ep = format!("127.0.0.1:{}/tcp", tcp.local_addr().unwrap().port());
     let udp_ep = format!("127.0.0.1:{}/udp", udp.local_addr().unwrap().port());
     let g = wait_graph(&daemon.db, &name, Duration::from_secs(15), |g| {
@@ -63,12 +69,20 @@ fn graph_holds_real_absolute_paths_endpoints_and_modes() {
     assert!(eps.contains(&tcp_ep), "{eps:?}");
     assert!(eps.contains(&udp_ep), "{eps:?}");
     assert!(execs.iter().any(|e| e.starts_with("/usr/bin/python3")), "{execs:?}");
-    assert!(execs.contains(&"/usr/bin/cat".to_owned()), "exec resolved by the kernel, not /bin/cat: {execs:?}");
+    assert!(
+        execs.contains(&"/usr/bin/cat".to_owned()),
+        "exec resolved by the kernel, not /bin/cat: {execs:?}"
+    );
 
     // Access modes and actors.
     let a = data.join("a.txt").to_string_lossy().into_owned();
     let a_edges = edges_to(&g, &a);
-    assert!(a_edges.iter().any(|e| e["access"] == "read" && e["actor"].as_str().unwrap().starts_with("/usr/bin/python3")), "{a_edges:#?}");
+    assert!(
+        a_edges
+            .iter()
+            .any(|e| e["access"] == "read" && e["actor"].as_str().unwrap().starts_with("/usr/bin/python3")),
+        "{a_edges:#?}"
+    );
     assert!(a_edges.iter().any(|e| e["access"] == "read" && e["actor"] == "/usr/bin/cat"), "{a_edges:#?}");
     let out = data.join("out.txt").to_string_lossy().into_owned();
     assert!(edges_to(&g, &out).iter().any(|e| e["access"] == "write,create,truncate" && e["result"] == "ok"));
@@ -103,7 +117,11 @@ fn clean_stop_flushes_what_was_buffered() {
     let name = workload("flush");
     let marker = tmp.path().join("marker.txt");
     std::fs::write(&marker, "m").unwrap();
-    let st = Command::new(STANCE).args(["launch", "--workload", &name, "--", "/bin/cat"]).arg(&marker).output().unwrap();
+    let st = Command::new(STANCE)
+        .args(["launch", "--workload", &name, "--", "/bin/cat"])
+        .arg(&marker)
+        .output()
+        .unwrap();
     assert!(st.status.success());
     std::thread::sleep(Duration::from_millis(300));
     let db = daemon.db.clone();
@@ -158,9 +176,37 @@ fn errors_are_one_clear_line() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "flush_interval = 5\n").unwrap();
-    let out = Command::new(STANCE).args(["run", "--db"]).arg(tmp.path().join("y.db")).arg("--config").arg(&bad).output().unwrap();
+    let out = Command::new(STANCE)
+        .args(["run", "--db"])
+        .arg(tmp.path().join("y.db"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn workloads_running_before_the_daemon_are_picked_up() {
+    let tmp = TempDir::new("pre");
+    let name = workload("pre");
+    // Started before the daemon; ended by pid at the end of the test.
+    let mut pre =
+        Command::new(STANCE).args(["launch", "--workload", &name, "--", "/bin/sleep", "60"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(tmp.path(), FAST_FLUSH);
+    let list = stance_json(&["workloads", "--db", daemon.db.to_str().unwrap(), "-o", "json"]);
+    let found =
+        list.as_array().unwrap().iter().any(|w| w["name"] == name.as_str() && w["kind"] == "launched");
+    let g = stance_json(&["graph", &name, "--db", daemon.db.to_str().unwrap()]);
+    // SAFETY: kill on the pid of the launcher this test started; it forwards SIGTERM to sleep.
+    unsafe { libc::kill(pre.id() as i32, libc::SIGTERM) };
+    let _ = pre.wait();
+    assert!(found, "{list:#}");
+    assert!(labels(&g, "executable").contains(&"/usr/bin/sleep".to_owned()), "{g:#}");
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }

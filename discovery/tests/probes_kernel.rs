@@ -58,7 +58,12 @@ impl Drop for TestCgroup {
 }
 
 /// Collects events of one cgroup until `done` says so or the timeout passes.
-fn collect(p: &mut Probes, cgroup_id: u64, timeout: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+fn collect(
+    p: &mut Probes,
+    cgroup_id: u64,
+    timeout: Duration,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
     let mut rb = p.take_ringbuf().unwrap();
     let start = Instant::now();
     let mut out = Vec::new();
@@ -129,7 +134,10 @@ fn open_exec_connect_are_reported_with_kernel_paths() {
         })
         .collect();
     eprintln!("opens: {opens:?}\nexecs: {execs:?}");
-    assert!(opens.iter().any(|(p, r)| *p == target && *r == 0), "relative and symlink opens resolve to {target}");
+    assert!(
+        opens.iter().any(|(p, r)| *p == target && *r == 0),
+        "relative and symlink opens resolve to {target}"
+    );
     assert!(!opens.iter().any(|(p, _)| p.ends_with("/link") || *p == "./target.txt"));
     let missing = format!("{}/missing", dir.display());
     assert!(opens.iter().any(|(p, r)| *p == missing && *r == -2), "failed open reported with ENOENT");
@@ -142,4 +150,138 @@ fn open_exec_connect_are_reported_with_kernel_paths() {
     assert_eq!(connect, Some(("127.0.0.1".to_owned(), port)));
     drop(listener);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs a python snippet in a fresh cgroup and returns that cgroup's events once `done` holds.
+fn python_in_cgroup(p: &mut Probes, tag: &str, code: &str, done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+    let cg = TestCgroup::new(tag);
+    let mut child = cg.spawn(Command::new("/usr/bin/python3").arg("-c").arg(code));
+    let events = collect(p, cg.id, Duration::from_secs(10), done);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "python snippet failed: {status}");
+    events
+}
+
+#[test]
+fn fexecve_and_memfd_exec_report_the_kernel_file() {
+    let mut p = load();
+    // fexecve of /bin/true through an fd, then a memfd holding a copy of /bin/true.
+    let code = r#"
+import os
+pid = os.fork()
+if pid == 0:
+    fd = os.open("/bin/true", os.O_RDONLY)
+    os.execve(fd, ["true"], {})
+os.waitpid(pid, 0)
+pid = os.fork()
+if pid == 0:
+    m = os.memfd_create("stance-test", 0)
+    os.write(m, open("/bin/true", "rb").read())
+    os.execve(m, ["memtrue"], {})
+os.waitpid(pid, 0)
+"#;
+    let events = python_in_cgroup(&mut p, "memfd", code, |evs| {
+        evs.iter().filter(|e| matches!(e.body, Body::Exec { .. })).count() >= 3
+    });
+    let execs: Vec<(String, bool)> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Exec { path, anonymous, .. } => Some((path.clone(), *anonymous)),
+            _ => None,
+        })
+        .collect();
+    assert!(execs.contains(&("/usr/bin/true".to_owned(), false)), "fexecve shows the real binary: {execs:?}");
+    assert!(
+        execs.iter().any(|(p, anon)| *anon && p.contains("memfd:stance-test")),
+        "memfd exec is flagged anonymous with its memfd name: {execs:?}"
+    );
+}
+
+#[test]
+fn ipv6_mapped_and_unix_destinations() {
+    let mut p = load();
+    let tmp = std::env::temp_dir().join(format!("stance-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let code = format!(
+        r#"
+import os, socket
+l6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); l6.bind(("::1", 0)); l6.listen()
+c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); c.connect(("::1", l6.getsockname()[1])); c.close()
+l4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM); l4.bind(("127.0.0.1", 0)); l4.listen()
+c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); c.connect(("::ffff:127.0.0.1", l4.getsockname()[1])); c.close()
+os.chdir("{dir}")
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); u.bind("rel.sock"); u.listen()
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("rel.sock"); c.close()
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a.bind("\0stance-abstract")
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.sendto(b"x", "\0stance-abstract"); c.close()
+print(l6.getsockname()[1], l4.getsockname()[1])
+"#,
+        dir = tmp.display()
+    );
+    let events = python_in_cgroup(&mut p, "net", &code, |evs| {
+        evs.iter().filter(|e| matches!(e.body, Body::Connect { .. })).count() >= 4
+    });
+    let dests: Vec<(Destination, bool)> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Connect { dest, send, .. } => Some((dest.clone(), *send)),
+            _ => None,
+        })
+        .collect();
+    eprintln!("{dests:?}");
+    assert!(dests
+        .iter()
+        .any(|(d, _)| matches!(d, Destination::Inet { addr, .. } if addr.to_string() == "::1")));
+    assert!(
+        dests
+            .iter()
+            .any(|(d, _)| matches!(d, Destination::Inet { addr, .. } if addr.to_string() == "127.0.0.1")),
+        "IPv4-mapped connect is normalised to IPv4"
+    );
+    let sock = tmp.join("rel.sock").to_string_lossy().into_owned();
+    assert!(
+        dests.iter().any(|(d, _)| *d == Destination::UnixPath(sock.clone())),
+        "relative unix path made absolute"
+    );
+    assert!(dests.contains(&(Destination::UnixAbstract("stance-abstract".to_owned()), true)));
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn the_daemons_own_activity_is_not_observed() {
+    let mut p = Probes::load(&LoadOptions {
+        ringbuf_bytes: 1 << 20,
+        dedup_window_ns: 0,
+        argv_max: 64,
+        self_tgid: std::process::id(),
+    })
+    .unwrap();
+    let mut rb = p.take_ringbuf().unwrap();
+    let marker = std::env::temp_dir().join(format!("stance-self-{}", std::process::id()));
+    std::fs::write(&marker, "x").unwrap();
+    for _ in 0..5 {
+        let _ = std::fs::read(&marker).unwrap();
+    }
+    // A child is another process: it must be seen, which proves the probes were live.
+    let st = Command::new("/bin/cat").arg(&marker).output().unwrap();
+    assert!(st.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let me = std::process::id();
+    let (mut own, mut child_saw) = (0, false);
+    let m = marker.to_string_lossy().into_owned();
+    while let Some(item) = rb.next() {
+        let ev = decode(&item).unwrap();
+        if let Body::Open { path, .. } = &ev.body {
+            if *path == m {
+                if ev.tgid == me {
+                    own += 1;
+                } else {
+                    child_saw = true;
+                }
+            }
+        }
+    }
+    assert!(child_saw, "the child's open of the marker was not seen");
+    assert_eq!(own, 0, "the daemon's own opens were reported");
+    std::fs::remove_file(&marker).unwrap();
 }

@@ -59,6 +59,18 @@ const volatile __u32 argv_max = 512;
 /* Kernel stacks on x86_64 are 16 KiB (without KASAN). */
 #define THREAD_SIZE (4096 << 2)
 
+/*
+ * Clamp a size or offset with an AND that stays in the instruction stream. clang drops a mask it
+ * can prove redundant, and some verifiers (6.12's, with linked scalar ids) lose the bound the
+ * compiler relied on and then reject the helper call as unbounded.
+ */
+#define BOUND(v, mask)                                  \
+	({                                              \
+		__u64 __b = (v);                        \
+		asm volatile("%0 &= " #mask : "+r"(__b)); \
+		__b;                                    \
+	})
+
 #define WALK_BUF (STANCE_PATH_MAX + 256)
 #define OUT_DATA (4 * STANCE_PATH_MAX + STANCE_PATH_MAX)
 #define MAX_COMPONENTS 2048
@@ -171,7 +183,7 @@ static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 		return 1;
 	}
 	c->pos -= len;
-	bpf_probe_read_kernel(&c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)], len & 255, name);
+	bpf_probe_read_kernel(&c->wb->buf[BOUND(c->pos, 4095)], BOUND(len, 255), name);
 	c->pos -= 1;
 	c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
 	return 0;
@@ -271,9 +283,9 @@ static __always_inline void put_bytes(struct builder *b, __u32 idx, const void *
 	if (off > 3 * STANCE_PATH_MAX + STANCE_ARGV_MAX)
 		return;
 	if (user)
-		bpf_probe_read_user(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+		bpf_probe_read_user(&b->out->data[BOUND(off, 16383)], BOUND(len, 4095), src);
 	else
-		bpf_probe_read_kernel(&b->out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_PATH_MAX - 1), src);
+		bpf_probe_read_kernel(&b->out->data[BOUND(off, 16383)], BOUND(len, 4095), src);
 	b->out->hdr.len[idx & (STANCE_NSTR - 1)] = len;
 	b->off = off + len;
 }
@@ -289,7 +301,7 @@ static __always_inline __u32 put_path(struct builder *b, __u32 idx, struct dentr
 	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 	if (!wb)
 		return 0;
-	put_bytes(b, idx, &wb->buf[r.start & (STANCE_PATH_MAX - 1)], r.len, 0);
+	put_bytes(b, idx, &wb->buf[BOUND(r.start, 4095)], r.len, 0);
 	__u32 flags = 0;
 	if (r.trunc)
 		flags |= trunc_flag;
@@ -304,6 +316,25 @@ static __always_inline struct file *task_exe_file(struct task_struct *task)
 	if (!mm)
 		return NULL;
 	return BPF_CORE_READ(mm, exe_file);
+}
+
+/*
+ * The current task's executable identity by direct loads through BTF pointers (no helper calls):
+ * this runs for every open and connect before the dedup lookup, so it must be cheap.
+ */
+static __always_inline void current_exe_id(struct task_struct *task, __u64 *ino, __u32 *dev)
+{
+	struct mm_struct *mm = task->mm;
+	if (!mm)
+		return;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return;
+	struct inode *inode = exe->f_inode;
+	if (!inode)
+		return;
+	*ino = inode->i_ino;
+	*dev = inode->i_sb->s_dev;
 }
 
 static __always_inline void file_id(struct file *f, __u64 *ino, __u32 *dev)
@@ -427,6 +458,12 @@ static __noinline __u64 hash_bytes(const char *s, __u32 len)
  * the arguments there saves a sys_enter program (and its hash map) per syscall. orig_ax must equal
  * the syscall number, which tells us the layout guess (padding above pt_regs) is right.
  */
+/* The tail of x86_64's struct pt_regs from r10 to orig_ax: one read gets every argument register
+ * and the syscall number (the layout is the kernel's entry ABI and does not move). */
+struct regs_tail {
+	__u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
 	void *stack = BPF_CORE_READ(task, stack);
@@ -436,16 +473,16 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, __u64
 	for (int i = 0; i < 2; i++) {
 		__u32 pad = regs_pad != 0xff ? regs_pad : pads[i];
 		struct pt_regs *regs = (struct pt_regs *)(stack + THREAD_SIZE - pad) - 1;
-		long orig = 0;
-		bpf_probe_read_kernel(&orig, sizeof(orig), &regs->orig_ax);
-		if (orig == nr) {
+		struct regs_tail t = {};
+		bpf_probe_read_kernel(&t, sizeof(t), &regs->r10);
+		if ((long)t.orig_ax == nr) {
 			regs_pad = pad;
-			args[0] = BPF_CORE_READ(regs, di);
-			args[1] = BPF_CORE_READ(regs, si);
-			args[2] = BPF_CORE_READ(regs, dx);
-			args[3] = BPF_CORE_READ(regs, r10);
-			args[4] = BPF_CORE_READ(regs, r8);
-			args[5] = BPF_CORE_READ(regs, r9);
+			args[0] = t.di;
+			args[1] = t.si;
+			args[2] = t.dx;
+			args[3] = t.r10;
+			args[4] = t.r8;
+			args[5] = t.r9;
 			return 0;
 		}
 		if (regs_pad != 0xff)
@@ -458,13 +495,17 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	/* Direct loads through BTF pointers: task is the current task from bpf_get_current_task_btf(). */
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
 	if (!fdt)
 		return NULL;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	unsigned int max = fdt->max_fds;
 	if ((unsigned long)fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
@@ -560,10 +601,8 @@ static __always_inline int on_open_exit(long ret, long nr)
 		break;
 	}
 
-	struct file *exe = task_exe_file(task);
 	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
-	if (exe)
-		file_id(exe, &k.exe_ino, &k.exe_dev);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
 	__u32 access = have_args ? access_from_flags(flags) : 0;
 	struct file *f = NULL;
@@ -766,11 +805,11 @@ static __always_inline int on_net_exit(long ret, long nr)
 			/* Abstract name: the bytes after the leading NUL, exactly addrlen long. */
 			abstract = 1;
 			ulen = plen > 0 ? plen - 1 : 0;
-			if (ulen && bpf_probe_read_user(us->buf, ulen & 127, uaddr + 3))
+			if (ulen && bpf_probe_read_user(us->buf, BOUND(ulen, 127), uaddr + 3))
 				return 0;
 		} else {
 			/* Filesystem path: up to its NUL, within the address length. */
-			long n = bpf_probe_read_user_str(us->buf, (plen + 1) & 127, uaddr + 2);
+			long n = bpf_probe_read_user_str(us->buf, BOUND(plen + 1, 127), uaddr + 2);
 			if (n <= 1)
 				return 0;
 			ulen = n - 1;
@@ -783,9 +822,7 @@ static __always_inline int on_net_exit(long ret, long nr)
 		k.obj_b ^= (__u64)nb.port << 48;
 	}
 	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)(ret < 0 ? -ret : 0) & 0xffff);
-	struct file *exe = task_exe_file(task);
-	if (exe)
-		file_id(exe, &k.exe_ino, &k.exe_dev);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
 	__u32 repeat = 0;
 	if (!dedup_pass(&k, &repeat))
@@ -888,7 +925,7 @@ int BPF_PROG(stance_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		}
 		__u32 off = b.off;
 		if (len && off <= 3 * STANCE_PATH_MAX) {
-			bpf_probe_read_user(&out->data[off & (4 * STANCE_PATH_MAX - 1)], len & (STANCE_ARGV_MAX * 2 - 1),
+			bpf_probe_read_user(&out->data[BOUND(off, 16383)], BOUND(len, 2047),
 					    (void *)start);
 			out->hdr.len[STANCE_STR_ARGV] = len;
 			b.off = off + len;

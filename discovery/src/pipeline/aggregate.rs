@@ -341,12 +341,7 @@ mod tests {
         a.ingest(decode(&rec).unwrap());
         let w = a.take_window();
         assert_eq!(w.edges.len(), 2, "read and read-write are distinct edges");
-        let read = w
-            .edges
-            .iter()
-            .find(|(k, _)| k.access == "read")
-            .map(|(k, s)| (k.clone(), *s))
-            .unwrap();
+        let read = w.edges.iter().find(|(k, _)| k.access == "read").map(|(k, s)| (k.clone(), *s)).unwrap();
         assert_eq!(read.0.target, NodeRef::new(NodeKind::File, "/etc/hostname"));
         assert_eq!(read.0.source, NodeRef::new(NodeKind::Executable, "/usr/bin/cat"));
         assert_eq!(read.1.count, 6);
@@ -385,7 +380,7 @@ mod tests {
             abi::STANCE_F_PARENT_OUTSIDE,
             0,
             encode::as_bytes(&body),
-            [b"", b"/usr/bin/sleep", b"/usr/local/bin/stance", b"sleep\01\0"],
+            [b"", b"/usr/bin/sleep", b"/usr/local/bin/stance", b"sleep\x001\0"],
         );
         a.ingest(decode(&rec).unwrap());
         let w = a.take_window();
@@ -400,7 +395,10 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(access_text(abi::STANCE_ACC_WRITE | abi::STANCE_ACC_CREATE | abi::STANCE_ACC_TRUNC), "write,create,truncate");
+        assert_eq!(
+            access_text(abi::STANCE_ACC_WRITE | abi::STANCE_ACC_CREATE | abi::STANCE_ACC_TRUNC),
+            "write,create,truncate"
+        );
         assert_eq!(access_text(0), "path");
         assert_eq!(result_text(-2), "ENOENT");
         assert_eq!(result_text(-111), "ECONNREFUSED");
@@ -410,6 +408,9 @@ mod tests {
         let v6 = Destination::Inet { addr: "::1".parse().unwrap(), port: 53 };
         assert_eq!(endpoint_label(&v6, 2, 17).0, "[::1]:53/udp");
         assert_eq!(endpoint_label(&Destination::UnixAbstract("x".into()), 1, 0).0, "unix:@x");
-        assert_eq!(endpoint_label(&Destination::UnixPath("/run/a".into()), 2, 0), ("unix:/run/a".into(), "unix-dgram".into()));
+        assert_eq!(
+            endpoint_label(&Destination::UnixPath("/run/a".into()), 2, 0),
+            ("unix:/run/a".into(), "unix-dgram".into())
+        );
     }
 }

@@ -198,7 +198,12 @@ pub struct Resolution {
 
 impl Resolution {
     pub fn new(resolver: Resolver, kernel_losses: Option<LossCounters>) -> Self {
-        Resolution { resolver, kernel_losses, prev: HashMap::new(), prev_unattributed: [0; abi::STANCE_LOSS_NR as usize] }
+        Resolution {
+            resolver,
+            kernel_losses,
+            prev: HashMap::new(),
+            prev_unattributed: [0; abi::STANCE_LOSS_NR as usize],
+        }
     }
 
     /// Window (cgroup ids) → Batch (workloads). Blocking: touches /sys/fs/cgroup and BPF maps.
@@ -247,12 +252,20 @@ impl Resolution {
         let mut edges: HashMap<EdgeKey, EdgeStats> = HashMap::with_capacity(w.edges.len());
         for (e, stats) in w.edges {
             let workload = seen(e.cgroup_id, stats.last_seen, &mut batch, &mut self.resolver);
-            let source = if e.source.kind == NodeKind::Workload && e.source.label == aggregate::WORKLOAD_PLACEHOLDER {
-                NodeRef::new(NodeKind::Workload, workload.clone())
-            } else {
-                e.source
+            let source =
+                if e.source.kind == NodeKind::Workload && e.source.label == aggregate::WORKLOAD_PLACEHOLDER {
+                    NodeRef::new(NodeKind::Workload, workload.clone())
+                } else {
+                    e.source
+                };
+            let key = EdgeKey {
+                workload,
+                kind: e.kind,
+                source,
+                target: e.target,
+                access: e.access,
+                result: e.result,
             };
-            let key = EdgeKey { workload, kind: e.kind, source, target: e.target, access: e.access, result: e.result };
             edges.entry(key).and_modify(|s| s.merge(stats)).or_insert(stats);
         }
         batch.edges = edges.into_iter().collect();
@@ -316,7 +329,10 @@ pub async fn run_writer(
 }
 
 pub fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// CLOCK_REALTIME − CLOCK_BOOTTIME, to turn the kernel's boot-time stamps into unix time.
@@ -325,7 +341,7 @@ pub fn boot_to_unix_offset_ns() -> i64 {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime writes into the valid, initialised timespec we pass.
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     };
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
 }
@@ -359,8 +375,14 @@ mod tests {
                 .unwrap(),
             );
         }
-        agg.ingest(decode(&encode::open(11, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ)).unwrap());
-        agg.ingest(decode(&encode::open(12, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ)).unwrap());
+        agg.ingest(
+            decode(&encode::open(11, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ))
+                .unwrap(),
+        );
+        agg.ingest(
+            decode(&encode::open(12, "/usr/sbin/nginx", "/etc/nginx/nginx.conf", abi::STANCE_ACC_READ))
+                .unwrap(),
+        );
         let exec = abi::stance_exec_body { ino: 1, ..Default::default() };
         agg.ingest(
             decode(&encode::record(
@@ -375,7 +397,10 @@ mod tests {
             .unwrap(),
         );
         let batch = res.to_batch(agg.take_window(), 5);
-        assert!(batch.cgroups.iter().all(|c| c.identity.name == "web" && c.identity.kind == WorkloadKind::Launched));
+        assert!(batch
+            .cgroups
+            .iter()
+            .all(|c| c.identity.name == "web" && c.identity.kind == WorkloadKind::Launched));
         let open: Vec<_> = batch.edges.iter().filter(|(k, _)| k.kind == EdgeKind::Open).collect();
         assert_eq!(open.len(), 1, "both cgroups' edges merge into the workload's one edge");
         assert_eq!(open[0].0.workload, "web");

@@ -197,11 +197,7 @@ pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
                 dev: user_dev(b.dev),
                 ino: b.ino,
                 argc: b.argc,
-                argv: argv
-                    .split(|&c| c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(text)
-                    .collect(),
+                argv: argv.split(|&c| c == 0).filter(|a| !a.is_empty()).map(text).collect(),
                 parent_exe: if aux.is_empty() { None } else { Some(text(aux)) },
                 parent_outside: has(abi::STANCE_F_PARENT_OUTSIDE),
                 anonymous: has(abi::STANCE_F_ANON),
@@ -219,7 +215,13 @@ pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
             let b: abi::stance_open_body = read(body_bytes);
             let resolved = !has(abi::STANCE_F_UNRESOLVED);
             let path = if resolved { text(obj) } else { unresolved_path(obj) };
-            Body::Open { path, access: b.access, open_flags: b.open_flags, syscall_nr: b.syscall_nr, resolved }
+            Body::Open {
+                path,
+                access: b.access,
+                open_flags: b.open_flags,
+                syscall_nr: b.syscall_nr,
+                resolved,
+            }
         }
         abi::STANCE_EV_CONNECT | abi::STANCE_EV_SEND => {
             let b: abi::stance_net_body = read(body_bytes);
@@ -338,7 +340,15 @@ pub mod encode {
 
     pub fn open(cgroup_id: u64, exe: &str, path: &str, access: u32) -> Vec<u8> {
         let body = abi::stance_open_body { access, syscall_nr: 257, ..Default::default() };
-        record(abi::STANCE_EV_OPEN, cgroup_id, 42, 0, 0, as_bytes(&body), [exe.as_bytes(), path.as_bytes(), b"", b""])
+        record(
+            abi::STANCE_EV_OPEN,
+            cgroup_id,
+            42,
+            0,
+            0,
+            as_bytes(&body),
+            [exe.as_bytes(), path.as_bytes(), b"", b""],
+        )
     }
 }
 
@@ -382,9 +392,16 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_is_normalised() {
-        let mut nb = abi::stance_net_body { family: libc::AF_INET6 as u16, port: 8080, sock_type: 1, protocol: 6, ..Default::default() };
+        let mut nb = abi::stance_net_body {
+            family: libc::AF_INET6 as u16,
+            port: 8080,
+            sock_type: 1,
+            protocol: 6,
+            ..Default::default()
+        };
         nb.addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x7f00, 0x0002).octets();
-        let rec = record(abi::STANCE_EV_CONNECT, 1, 1, 0, 0, as_bytes(&nb), [b"/usr/bin/curl", b"", b"", b""]);
+        let rec =
+            record(abi::STANCE_EV_CONNECT, 1, 1, 0, 0, as_bytes(&nb), [b"/usr/bin/curl", b"", b"", b""]);
         match decode(&rec).unwrap().body {
             Body::Connect { dest: Destination::Inet { addr, port }, send: false, .. } => {
                 assert_eq!(addr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
@@ -406,7 +423,9 @@ mod tests {
             as_bytes(&nb),
             [b"", b"my-abstract", b"", b""],
         );
-        assert!(matches!(decode(&rec).unwrap().body, Body::Connect { dest: Destination::UnixAbstract(ref n), .. } if n == "my-abstract"));
+        assert!(
+            matches!(decode(&rec).unwrap().body, Body::Connect { dest: Destination::UnixAbstract(ref n), .. } if n == "my-abstract")
+        );
         let rec = record(
             abi::STANCE_EV_CONNECT,
             1,
@@ -416,7 +435,9 @@ mod tests {
             as_bytes(&nb),
             [b"", b"run/sock", b"/var", b""],
         );
-        assert!(matches!(decode(&rec).unwrap().body, Body::Connect { dest: Destination::UnixPath(ref p), .. } if p == "/var/run/sock"));
+        assert!(
+            matches!(decode(&rec).unwrap().body, Body::Connect { dest: Destination::UnixPath(ref p), .. } if p == "/var/run/sock")
+        );
     }
 
     #[test]

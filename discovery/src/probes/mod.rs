@@ -171,7 +171,9 @@ pub struct LossCounters {
 
 impl LossCounters {
     /// Cumulative counts since load: (cgroup id, [ringbuf, read-failed]) and the unattributed sums.
-    pub fn snapshot(&self) -> (Vec<(u64, [u64; abi::STANCE_LOSS_NR as usize])>, [u64; abi::STANCE_LOSS_NR as usize]) {
+    pub fn snapshot(
+        &self,
+    ) -> (Vec<(u64, [u64; abi::STANCE_LOSS_NR as usize])>, [u64; abi::STANCE_LOSS_NR as usize]) {
         let mut per = Vec::new();
         for item in self.per_cgroup.iter().flatten() {
             per.push((item.0, item.1.count));
@@ -190,6 +192,9 @@ fn first_line(err: &ProgramError) -> String {
     // Keep the verifier's last meaningful line: that is where the reason is.
     if let ProgramError::LoadError { io_error, verifier_log } = err {
         let last = verifier_log.to_string();
+        let lines: Vec<&str> = last.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        tracing::debug!(verifier_log = %tail, "program load failed (last 40 lines of the verifier log)");
         let summary = ["processed ", "stack depth", "verification time", "max_states", "mark_read"];
         let reason = last
             .lines()
@@ -264,9 +269,10 @@ impl Probes {
         let m = self.ebpf.take_map("cgroup_losses").ok_or(ProbeError::MissingMap("cgroup_losses"))?;
         let per_cgroup =
             BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name: "cgroup_losses", source })?;
-        let m = self.ebpf.take_map("unattributed_losses").ok_or(ProbeError::MissingMap("unattributed_losses"))?;
-        let unattributed =
-            PerCpuArray::try_from(m).map_err(|source| ProbeError::Map { name: "unattributed_losses", source })?;
+        let m =
+            self.ebpf.take_map("unattributed_losses").ok_or(ProbeError::MissingMap("unattributed_losses"))?;
+        let unattributed = PerCpuArray::try_from(m)
+            .map_err(|source| ProbeError::Map { name: "unattributed_losses", source })?;
         Ok(LossCounters { per_cgroup, unattributed })
     }
 }

@@ -137,11 +137,18 @@ pub fn stance(args: &[&str]) -> Output {
 pub fn stance_json(args: &[&str]) -> serde_json::Value {
     let out = stance(args);
     assert!(out.status.success(), "stance {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stance {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stance {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
 }
 
 /// Polls `stance graph` until `pred` holds (the daemon flushes on an interval).
-pub fn wait_graph(db: &Path, workload: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_graph(
+    db: &Path,
+    workload: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + timeout;
     let db = db.to_str().unwrap();
     loop {

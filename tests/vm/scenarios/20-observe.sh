@@ -8,7 +8,7 @@ fail() { echo "FAIL: $*"; [ -f /tmp/stance.out ] && cat /tmp/stance.out /tmp/sta
 
 command -v stance >/dev/null || fail "stance is not in the guest (pass --bin)"
 db=/tmp/observe.db
-stance run --db "$db" >/tmp/stance.out 2>/tmp/stance.err &
+STANCE_LOG=${STANCE_LOG:-info} stance run --db "$db" >/tmp/stance.out 2>/tmp/stance.err &
 pid=$!
 i=0
 until grep -q "stance: writing to" /tmp/stance.out; do
