@@ -219,6 +219,6 @@ record meta seconds "$(($(date +%s) - START))"
 record meta cpu_pinned "$CPU"
 record meta pairs "$PAIRS"
 record meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-python3 "$HERE/report.py" --raw "$RAW" --pipeline "$TMP/pipeline.out" \
+python3 -B "$HERE/report.py" --raw "$RAW" --pipeline "$TMP/pipeline.out" \
     --loss-workloads "$TMP/loss-workloads.json" --loss-graph "$TMP/loss-graph.json" \
     --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}
