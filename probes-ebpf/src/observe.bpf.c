@@ -999,7 +999,9 @@ int BPF_PROG(stance_fork, struct task_struct *parent, struct task_struct *child)
 	struct stance_proc_body *body = (void *)out->body;
 	body->child_pid = BPF_CORE_READ(child, pid);
 	body->child_tgid = ctgid;
-	put_exe(&b, task);
+	/* The executable by identity only: its path is known from the exec or the startup scan, and a
+	 * path walk on every fork would be paid by every shell loop. */
+	current_exe_id(task, &out->hdr.exe_ino, &out->hdr.exe_dev);
 	submit(&b, cgroup_id);
 	return 0;
 }
