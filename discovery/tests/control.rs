@@ -252,3 +252,67 @@ fn events_are_read_from_the_database_while_the_daemon_writes_it() {
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
+
+/// The verdict reader's ring-buffer mechanics (wake-ups, batches, the drain at stop) on a real ring
+/// buffer: the observation probes' own, read with a decoder that turns this test's opens into
+/// records, as the enforcer's will turn its verdicts.
+#[test]
+fn the_verdict_reader_reads_a_real_ring_buffer_until_stopped() {
+    use std::sync::{atomic::Ordering, Arc};
+
+    use stance::{
+        control::verdicts::{run_reader, VerdictStats},
+        probes::{
+            decode::{decode, Body},
+            LoadOptions, Probes,
+        },
+    };
+    use tokio::sync::{mpsc, watch};
+
+    let tmp = TempDir::new("verdict-reader");
+    let marker = tmp.path().join("marker");
+    std::fs::write(&marker, "m").unwrap();
+    let wanted = marker.to_string_lossy().into_owned();
+    let mut probes = Probes::load(&LoadOptions {
+        ringbuf_bytes: 16 << 20,
+        dedup_window_ns: 0,
+        argv_max: 64,
+        self_tgid: 0,
+    })
+    .unwrap();
+    let ringbuf = probes.take_ringbuf().unwrap();
+    let records = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let stats = Arc::new(VerdictStats::default());
+            let decode = move |bytes: &[u8]| -> Result<VerdictRecord, String> {
+                let ev = decode(bytes).map_err(|e| e.to_string())?;
+                match ev.body {
+                    Body::Open { path, .. } if path == wanted => Ok(verdict(7, Domain::File, true, &path, 0)),
+                    _ => Err("not this test's".into()),
+                }
+            };
+            let reader = tokio::spawn(run_reader(ringbuf, decode, tx, stats.clone(), stop_rx));
+            for _ in 0..3 {
+                let st = Command::new("/bin/cat").arg(&marker).output().unwrap();
+                assert!(st.status.success());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = stop_tx.send(true);
+            reader.await.unwrap().unwrap();
+            assert!(stats.received.load(Ordering::Relaxed) >= 3);
+            let mut records = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                records.extend(batch);
+            }
+            records
+        });
+    drop(probes);
+    assert!(records.len() >= 3, "each cat's open arrives as a record: {records:?}");
+    assert!(records.iter().all(|r| r.object == marker.to_string_lossy()));
+}

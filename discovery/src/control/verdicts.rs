@@ -143,3 +143,55 @@ pub async fn run_writer(mut rx: mpsc::Receiver<Vec<VerdictRecord>>, store: Store
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        enforce::Domain,
+        model::{Batch, CgroupObs, Identity},
+        store::EventFilter,
+    };
+
+    fn record(workload_id: i64, object: &str) -> VerdictRecord {
+        VerdictRecord {
+            workload_id,
+            domain: Domain::File,
+            deny: true,
+            object: object.into(),
+            actor: "/bin/cat".into(),
+            pid: 1,
+            tid: 1,
+            cgroup_id: 1,
+            at: 1,
+            truncated: false,
+            send: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_stores_queued_batches_and_counts_what_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("stance.db")).await.unwrap();
+        let host = CgroupObs { cgroup_id: 1, path: "/".into(), identity: Identity::host(), seen_at: 1 };
+        store.write_batch(&Batch { cgroups: vec![host], ..Batch::default() }).await.unwrap();
+        let id = store.workload_enforcement("host").await.unwrap().id;
+
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        tx.send(vec![record(id, "/a"), record(id + 1, "/b")]).await.unwrap();
+        tx.send(vec![record(id, "/c")]).await.unwrap();
+        drop(tx);
+        let stats = Arc::new(VerdictStats::default());
+        run_writer(rx, store.clone(), stats.clone()).await;
+
+        assert_eq!(stats.stored.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.unknown_workload.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.losses().as_deref(),
+            Some("enforcement events lost: 0 malformed, 0 queue full, 1 of unknown workloads, 0 not written")
+        );
+        let filter = EventFilter { workload: None, kind: None, since: None, limit: 10 };
+        assert_eq!(store.events(&filter).await.unwrap().len(), 2);
+        assert_eq!(VerdictStats::default().losses(), None);
+    }
+}
