@@ -90,6 +90,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     store.write_batch(&initial).await?;
 
+    // Bound before any task is spawned: binding narrows the process's umask for a moment.
+    let socket = ControlSocket::bind(&cfg.control_socket);
+
     // The enforcer's events, then the enforcer itself to the actor that owns it from now on.
     let (stop_tx, stop_rx) = watch::channel(false);
     let verdict_stats = Arc::new(verdicts::VerdictStats::default());
@@ -113,7 +116,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let (control, commands) = actor::channel();
     let (seen_tx, seen_rx) = mpsc::channel(4);
     let enforcement = tokio::spawn(enforcement.run(commands, seen_rx));
-    let control_server = match ControlSocket::bind(&cfg.control_socket) {
+    let control_server = match socket {
         Ok(socket) => {
             println!("  control: listening on {}", socket.path().display());
             Some(tokio::spawn(server::serve(socket, control, stop_rx.clone())))

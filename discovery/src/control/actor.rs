@@ -165,39 +165,32 @@ impl Actor {
         Actor { store, enforcer, status, cgroup_mount, loaded: HashMap::new() }
     }
 
-    pub fn status(&self) -> &Status {
-        &self.status
-    }
-
     /// Loads again every workload the database has in audit or enforce, with its stored policy.
     /// Returns one line per workload, for the daemon's start-up report.
     pub async fn restore(&mut self) -> Result<Vec<String>, StoreError> {
         let mut lines = Vec::new();
         for w in self.store.enforced_workloads().await? {
-            let outcome = match self.check_available(w.modes) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let policy = match &w.policy {
-                        Some(stored) => stored.policy.clone(),
-                        // Modes without a policy are not written by this daemon; compile one rather
-                        // than leave the workload unenforced.
-                        None => compile::from_graph(&self.store.graph(&w.name).await?),
-                    };
-                    self.load(&w, policy, w.modes).await
-                }
-            };
-            lines.push(match outcome {
-                Ok(revision) => {
-                    format!(
-                        "enforcement of {}: restored, {} (policy revision {revision})",
-                        w.name,
-                        modes_text(w.modes)
-                    )
-                }
+            lines.push(match self.reload(&w).await {
+                Ok(revision) => format!(
+                    "enforcement of {}: restored, {} (policy revision {revision})",
+                    w.name,
+                    modes_text(w.modes)
+                ),
                 Err(e) => format!("enforcement of {}: not restored: {}", w.name, one_line(&e)),
             });
         }
         Ok(lines)
+    }
+
+    async fn reload(&mut self, w: &WorkloadEnforcement) -> Result<u32, ControlError> {
+        self.check_available(w.modes)?;
+        let policy = match &w.policy {
+            Some(stored) => stored.policy.clone(),
+            // Modes without a policy are not written by this daemon; compile one rather than leave
+            // the workload unenforced.
+            None => compile::from_graph(&self.store.graph(&w.name).await?),
+        };
+        self.load(w, policy, w.modes).await
     }
 
     /// Serves commands and cgroup sightings until both channels are closed.

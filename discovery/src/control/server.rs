@@ -75,8 +75,8 @@ impl ControlSocket {
                 Err(e) => return Err(create(e)),
             },
         }
-        // SAFETY: umask only swaps the process's file mode mask; it cannot fail. Nothing else in the
-        // daemon creates files while the socket is bound (this runs once, before any task that does).
+        // SAFETY: umask only swaps the process's file mode mask; it cannot fail. The daemon binds
+        // before it spawns any task, so no other file is created under the narrowed mask.
         let previous = unsafe { libc::umask(0o177) };
         let bound = std::os::unix::net::UnixListener::bind(path);
         // SAFETY: as above, restoring the mask that was in force.
