@@ -130,6 +130,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     };
 
+    // Before the line that says the daemon is ready: a SIGTERM right after it must stop it cleanly,
+    // not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     println!("stance: writing to {}", cfg.db.display());
     println!(
         "stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`",
@@ -154,9 +159,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     ));
     let mut writer = tokio::spawn(pipeline::run_writer(win_rx, store, resolution, seen_tx));
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let early_exit = tokio::select! {
         _ = sigterm.recv() => None,
         _ = sigint.recv() => None,
