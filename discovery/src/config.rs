@@ -8,6 +8,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::paths;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -41,6 +43,9 @@ pub struct FileConfig {
     pub max_pending_edges: usize,
     /// Longest argv kept per exec, in bytes (the kernel's own bound is the hard limit).
     pub argv_bytes: usize,
+    /// Unix socket the CLI reaches the daemon through (`stance mode`). Its directory is created
+    /// 0700 when missing; the socket is 0600. `stance run --control` overrides it.
+    pub control_socket: PathBuf,
 }
 
 impl Default for FileConfig {
@@ -52,6 +57,7 @@ impl Default for FileConfig {
             flush_interval_ms: 1_000,
             max_pending_edges: 100_000,
             argv_bytes: 512,
+            control_socket: PathBuf::from(paths::CONTROL_SOCKET),
         }
     }
 }
@@ -66,12 +72,17 @@ pub struct Config {
     pub flush_interval: Duration,
     pub max_pending_edges: usize,
     pub argv_bytes: usize,
+    pub control_socket: PathBuf,
 }
 
+/// Longest path a unix socket address holds (`sun_path` is 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 impl Config {
-    /// Reads the optional file and validates everything in one step.
-    pub fn load(file: Option<&Path>, db: PathBuf) -> Result<Config, ConfigError> {
-        let fc = match file {
+    /// Reads the optional file, applies the command line's `control` over it, and validates
+    /// everything in one step.
+    pub fn load(file: Option<&Path>, db: PathBuf, control: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let mut fc = match file {
             None => FileConfig::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -82,6 +93,9 @@ impl Config {
                 })?
             }
         };
+        if let Some(control) = control {
+            fc.control_socket = control;
+        }
         Config::from_file_config(fc, db)
     }
 
@@ -102,6 +116,13 @@ impl Config {
         if db.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("--db must not be empty".into()));
         }
+        let control = &fc.control_socket;
+        if !control.is_absolute() || control.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ConfigError::Invalid(format!(
+                "control_socket must be an absolute path of at most {MAX_SOCKET_PATH} bytes, got {}",
+                control.display()
+            )));
+        }
         Ok(Config {
             db,
             ringbuf_bytes: fc.ringbuf_bytes,
@@ -110,6 +131,7 @@ impl Config {
             flush_interval: Duration::from_millis(fc.flush_interval_ms),
             max_pending_edges: fc.max_pending_edges,
             argv_bytes: fc.argv_bytes,
+            control_socket: fc.control_socket,
         })
     }
 }
@@ -129,5 +151,17 @@ mod tests {
         let fc = FileConfig { ringbuf_bytes: 5000, ..FileConfig::default() };
         assert!(Config::from_file_config(fc, "/tmp/x.db".into()).is_err());
         assert!(Config::from_file_config(FileConfig::default(), "/tmp/x.db".into()).is_ok());
+    }
+
+    #[test]
+    fn control_socket_from_file_then_flag() {
+        let fc: FileConfig = toml::from_str("control_socket = \"/tmp/s/c.sock\"").unwrap();
+        let cfg = Config::from_file_config(fc, "/tmp/x.db".into()).unwrap();
+        assert_eq!(cfg.control_socket, Path::new("/tmp/s/c.sock"));
+        let cfg = Config::load(None, "/tmp/x.db".into(), Some("/tmp/flag.sock".into())).unwrap();
+        assert_eq!(cfg.control_socket, Path::new("/tmp/flag.sock"));
+        let long = format!("/tmp/{}", "x".repeat(120));
+        assert!(Config::load(None, "/tmp/x.db".into(), Some(long.into())).is_err());
+        assert!(Config::load(None, "/tmp/x.db".into(), Some("rel.sock".into())).is_err());
     }
 }

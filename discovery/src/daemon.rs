@@ -1,5 +1,6 @@
-//! `stance run`: opens the store, loads the probes, picks up what is already running, starts the
-//! pipeline, and on SIGINT/SIGTERM stops in an order that loses nothing already observed.
+//! `stance run`: opens the store, loads the probes, starts the enforcer (or says why it cannot),
+//! picks up what is already running, starts the pipeline and the control socket, and on
+//! SIGINT/SIGTERM stops in an order that loses nothing already observed.
 
 use std::{
     collections::HashMap,
@@ -13,6 +14,13 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    control::{
+        actor::{self, Actor, Enforcement},
+        one_line,
+        server::{self, ControlSocket},
+        verdicts,
+    },
+    enforce::{Domain, EnforceError, Enforcer, StartOptions},
     identity::{self, Resolver},
     model::{Batch, CgroupObs, ExecutableObs},
     pipeline::{self, Aggregator, Resolution},
@@ -34,6 +42,8 @@ pub enum DaemonError {
     Pipeline(#[from] pipeline::PipelineError),
     #[error("cannot install the signal handler")]
     Signal(#[source] std::io::Error),
+    #[error("cannot poll the enforcement events ring buffer")]
+    Verdicts(#[source] std::io::Error),
 }
 
 pub fn init_tracing() {
@@ -62,6 +72,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     for st in &probes.status {
         println!("  {st}");
     }
+    let (enforcer, status) = start_enforcer(&mount);
+    for d in Domain::ALL {
+        println!("  enforcement {d}: {}", actor::backend(&status, d));
+    }
     let ringbuf = probes.take_ringbuf()?;
     let kernel_losses = probes.take_loss_counters()?;
 
@@ -77,6 +91,51 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     store.write_batch(&initial).await?;
 
+    // Bound before any task is spawned: binding narrows the process's umask for a moment.
+    let socket = ControlSocket::bind(&cfg.control_socket);
+
+    // The enforcer's events, then the enforcer itself to the actor that owns it from now on.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let verdict_stats = Arc::new(verdicts::VerdictStats::default());
+    let mut verdict_tasks = None;
+    let enforcer = enforcer.map(|mut enforcer| {
+        if let Some(ringbuf) = enforcer.take_verdicts() {
+            let (tx, rx) = mpsc::channel(verdicts::QUEUE_BATCHES);
+            // MERGE: enforce::verdict::decode(bytes), then policy_id → workload_id and
+            // boot_ns + pipeline::boot_to_unix_offset_ns() → at (see the control report).
+            let decode = |_: &[u8]| -> Result<crate::store::VerdictRecord, &str> { Err("not decodable yet") };
+            let reader = verdicts::run_reader(ringbuf, decode, tx, verdict_stats.clone(), stop_rx.clone());
+            let writer = verdicts::run_writer(rx, store.clone(), verdict_stats.clone());
+            verdict_tasks = Some((tokio::spawn(reader), tokio::spawn(writer)));
+        }
+        Box::new(enforcer) as Box<dyn Enforcement>
+    });
+    let mut enforcement = Actor::new(store.clone(), enforcer, status, mount.clone());
+    for line in enforcement.restore().await? {
+        println!("  {line}");
+    }
+    let (control, commands) = actor::channel();
+    let (seen_tx, seen_rx) = mpsc::channel(4);
+    let enforcement = tokio::spawn(enforcement.run(commands, seen_rx));
+    let control_server = match socket {
+        Ok(socket) => {
+            println!("  control: listening on {}", socket.path().display());
+            Some(tokio::spawn(server::serve(socket, control, stop_rx.clone())))
+        }
+        Err(e) => {
+            // Observation goes on; only `stance mode` cannot reach this daemon. The handle goes
+            // now, so the actor still finishes at stop.
+            println!("  control: unavailable: {}", one_line(&e));
+            drop(control);
+            None
+        }
+    };
+
+    // Before the line that says the daemon is ready: a SIGTERM right after it must stop it cleanly,
+    // not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     println!("stance: writing to {}", cfg.db.display());
     println!(
         "stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`",
@@ -86,7 +145,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let (ev_tx, ev_rx) = mpsc::channel(cfg.queue_capacity);
     let (win_tx, win_rx) = mpsc::channel(2);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let losses = Arc::new(pipeline::ReaderLosses::default());
     let stats = Arc::new(pipeline::ReaderStats::default());
     let resolution = Arc::new(Mutex::new(Resolution::new(resolver, Some(kernel_losses))));
@@ -100,11 +158,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.flush_interval,
         cfg.max_pending_edges,
     ));
-    let mut writer = tokio::spawn(pipeline::run_writer(win_rx, store, resolution));
+    let mut writer = tokio::spawn(pipeline::run_writer(win_rx, store, resolution, seen_tx));
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let early_exit = tokio::select! {
         _ = sigterm.recv() => None,
         _ = sigint.recv() => None,
@@ -126,13 +181,42 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     reader.await.map_err(pipeline::PipelineError::Join)??;
     aggregator.await.map_err(pipeline::PipelineError::Join)?;
     let store = writer.await.map_err(pipeline::PipelineError::Join)??;
+    // The control server stopped with the others; once the writer has dropped its sender, the actor
+    // finishes and drops the enforcer. What it loaded stays pinned in the kernel.
+    if let Some(server) = control_server {
+        server.await.map_err(pipeline::PipelineError::Join)?;
+    }
+    enforcement.await.map_err(pipeline::PipelineError::Join)?;
+    if let Some((reader, writer)) = verdict_tasks {
+        reader.await.map_err(pipeline::PipelineError::Join)?.map_err(DaemonError::Verdicts)?;
+        writer.await.map_err(pipeline::PipelineError::Join)?;
+    }
     store.close().await;
     let dropped = stats.dropped.load(Ordering::Relaxed);
     if dropped > 0 {
         warn!(dropped, "events were dropped while the pipeline was behind (recorded as queue-full losses)");
     }
+    if let Some(losses) = verdict_stats.losses() {
+        warn!("{losses}");
+    }
     println!("stance: stopped; {} events received", stats.received.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// Starts the enforcer; when it cannot start at all, every domain is reported unavailable with the
+/// reason, and the daemon goes on observing.
+fn start_enforcer(mount: &Path) -> (Option<Enforcer>, crate::enforce::Status) {
+    let opts = StartOptions { self_tgid: std::process::id(), cgroup_mount: mount.to_owned() };
+    match Enforcer::start(&opts) {
+        Ok((enforcer, status)) => (Some(enforcer), status),
+        Err(e) => {
+            let reason = match e {
+                EnforceError::Unavailable(reason) => reason,
+                other => one_line(&other),
+            };
+            (None, actor::unavailable_status(&reason))
+        }
+    }
 }
 
 /// Reads /proc once at start: each process's cgroup and executable. This is the only place paths

@@ -9,9 +9,13 @@
 //! ```
 //!
 //! `identity` turns a cgroup into the workload a policy will apply to; `launch` puts a command into a
-//! named workload; `daemon` wires everything together for `stance run`.
+//! named workload; `enforce` holds the policy model, its compilation from a graph, and the enforcer;
+//! `control` is how `stance mode` reaches the daemon and the actor that owns the enforcer (fed by the
+//! store's graphs and, one way, by the pipeline's newly seen cgroups); `daemon` wires everything
+//! together for `stance run`.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod enforce;
 pub mod identity;

@@ -6,7 +6,13 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use stance::{config, daemon, launch, paths, store};
+use stance::{
+    config,
+    control::{self, protocol},
+    daemon,
+    enforce::{Domain, Mode},
+    launch, paths, store,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +35,9 @@ enum Command {
         /// TOML configuration file (see README for the keys and their defaults).
         #[arg(long, env = "STANCE_CONFIG")]
         config: Option<PathBuf>,
+        /// Control socket to listen on (default: the file's `control_socket`, else /run/stance/control.sock).
+        #[arg(long, env = "STANCE_CONTROL")]
+        control: Option<PathBuf>,
     },
     /// Run CMD inside the workload NAME (cgroup `stance/NAME`), wait, and exit with its status.
     Launch {
@@ -55,6 +64,39 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = GraphFormat::Json)]
         output: GraphFormat,
     },
+    /// Put a workload's domains into observe, audit (report would-deny) or enforce (deny). Audit and
+    /// enforce load the workload's policy, compiled from its behaviour graph as it is now.
+    Mode {
+        /// Workload name as shown by `stance workloads`.
+        workload: String,
+        /// observe, audit or enforce.
+        mode: Mode,
+        /// process, file, network or capabilities; repeatable. Without it: all four.
+        #[arg(long = "domain")]
+        domains: Vec<Domain>,
+        /// The running daemon's control socket.
+        #[arg(long, env = "STANCE_CONTROL", default_value = paths::CONTROL_SOCKET)]
+        control: PathBuf,
+    },
+    /// List deny and would-deny events, newest first.
+    Events {
+        /// Only this workload's events.
+        #[arg(long)]
+        workload: Option<String>,
+        /// deny or would-deny.
+        #[arg(long)]
+        kind: Option<store::VerdictKind>,
+        /// Only events since an RFC 3339 time (2024-05-01T12:00:00Z) or for a duration back (10m, 2h).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        #[arg(long, env = "STANCE_DB", default_value = paths::DEFAULT_DB)]
+        db: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -75,27 +117,31 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One clear line: the error and its causes, joined.
-            eprintln!("stance: {}", chain(&err));
+            eprintln!("stance: {}", control::one_line(&*err));
             ExitCode::FAILURE
         }
     }
 }
 
-fn chain(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
+/// `--since`: an RFC 3339 time, or a duration back from now; unix nanoseconds.
+fn parse_since(s: &str) -> Result<i64, String> {
+    let at = match humantime::parse_rfc3339_weak(s) {
+        Ok(at) => at,
+        Err(_) => {
+            let back = humantime::parse_duration(s).map_err(|_| {
+                format!("'{s}' is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor a duration (10m, 2h)")
+            })?;
+            std::time::SystemTime::now().checked_sub(back).unwrap_or(std::time::UNIX_EPOCH)
         }
-    }
-    parts.join(": ")
+    };
+    let ns = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    Ok(i64::try_from(ns).unwrap_or(i64::MAX))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { db, config } => {
-            let cfg = config::Config::load(config.as_deref(), db)?;
+        Command::Run { db, config, control } => {
+            let cfg = config::Config::load(config.as_deref(), db, control)?;
             daemon::init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(daemon::run(cfg))?;
@@ -105,7 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(status) => Ok(ExitCode::from(status)),
             // Like a shell: a command that cannot be found or run exits 127 / 126.
             Err(e @ launch::LaunchError::Spawn { .. }) => {
-                eprintln!("stance: {}", chain(&anyhow::Error::new(e)));
+                eprintln!("stance: {}", control::one_line(&e));
                 Ok(ExitCode::from(127))
             }
             Err(e) => Err(e.into()),
@@ -134,5 +180,82 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Mode { workload, mode, domains, control } => {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                anyhow::bail!("stance mode must run as root (it changes what the kernel enforces)");
+            }
+            let request = protocol::Request::Mode { workload, mode, domains };
+            match control::client::call(&control, &request)? {
+                protocol::Response::Mode(reply) => println!("{reply}"),
+                protocol::Response::Error(e) => anyhow::bail!(e.message),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { workload, kind, since, limit, db, output } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let store = store::Store::open_read_only(&db).await?;
+                let events = store.events(&store::EventFilter { workload, kind, since, limit }).await?;
+                match output {
+                    ListFormat::Table => print!("{}", store::render::events_table(&events)),
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+                }
+                anyhow::Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn mode_takes_a_mode_and_repeatable_domains() {
+        let cli = Cli::try_parse_from([
+            "stance", "mode", "web", "audit", "--domain", "file", "--domain", "network",
+        ])
+        .unwrap();
+        let Command::Mode { workload, mode, domains, control } = cli.command else { panic!() };
+        assert_eq!((workload.as_str(), mode), ("web", Mode::Audit));
+        assert_eq!(domains, [Domain::File, Domain::Network]);
+        assert_eq!(control, Path::new(paths::CONTROL_SOCKET));
+
+        let cli =
+            Cli::try_parse_from(["stance", "mode", "web", "enforce", "--control", "/tmp/c.sock"]).unwrap();
+        let Command::Mode { domains, control, .. } = cli.command else { panic!() };
+        assert!(domains.is_empty(), "no --domain: all four");
+        assert_eq!(control, Path::new("/tmp/c.sock"));
+
+        let err = Cli::try_parse_from(["stance", "mode", "web", "block"]).unwrap_err();
+        assert!(err.to_string().contains("unknown mode 'block'"), "{err}");
+        let err = Cli::try_parse_from(["stance", "mode", "web", "audit", "--domain", "disk"]).unwrap_err();
+        assert!(err.to_string().contains("unknown domain 'disk'"), "{err}");
+    }
+
+    #[test]
+    fn events_filters_parse() {
+        let cli =
+            Cli::try_parse_from(["stance", "events", "--kind", "would-deny", "--limit", "5", "-o", "json"])
+                .unwrap();
+        let Command::Events { kind, limit, workload, since, .. } = cli.command else { panic!() };
+        assert_eq!((kind, limit, workload, since), (Some(store::VerdictKind::WouldDeny), 5, None, None));
+        assert!(Cli::try_parse_from(["stance", "events", "--kind", "allow"]).is_err());
+        assert!(Cli::try_parse_from(["stance", "events", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn since_is_a_time_or_a_duration_back() {
+        assert_eq!(parse_since("2024-05-01T12:00:00Z"), Ok(1_714_564_800_000_000_000));
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+        )
+        .unwrap();
+        let ten_minutes_ago = parse_since("10m").unwrap();
+        assert!((now - 600_000_000_000 - ten_minutes_ago).abs() < 5_000_000_000, "{ten_minutes_ago}");
+        assert!(parse_since("yesterday").unwrap_err().contains("neither an RFC 3339 time"));
     }
 }

@@ -10,3 +10,5 @@ pub const LAUNCH_CGROUP_DIR: &str = "stance";
 pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/stance";
 /// Where tracefs is mounted if it is not mounted yet (tracepoint attachment reads event ids there).
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// The daemon's control socket, through which `stance mode` reaches it (0600, in a 0700 directory).
+pub const CONTROL_SOCKET: &str = "/run/stance/control.sock";

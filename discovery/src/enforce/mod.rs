@@ -7,6 +7,7 @@
 //!
 //! API CONTRACT (bodies being written on the `enforcer` branch; callers code against these names).
 
+pub mod compile;
 pub mod policy;
 
 use std::fmt;

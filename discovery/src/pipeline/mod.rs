@@ -321,10 +321,15 @@ impl Resolution {
 
 /// Writes windows until the aggregator is done. A write that keeps failing stops the daemon:
 /// an observer that silently stops recording is worse than one that exits loudly.
+///
+/// After each commit, the (cgroup id, workload) pairs of the batch go to `committed` (the enforcement
+/// actor, which adds new cgroups of enforced workloads). Sent only once they are in the database, so
+/// a `stance mode` that reads the workload's cgroups either finds a cgroup there or gets it here.
 pub async fn run_writer(
     mut rx: mpsc::Receiver<Window>,
     store: Store,
     resolution: Arc<Mutex<Resolution>>,
+    committed: mpsc::Sender<Vec<(u64, String)>>,
 ) -> Result<Store, PipelineError> {
     const ATTEMPTS: u32 = 5;
     while let Some(w) = rx.recv().await {
@@ -351,6 +356,11 @@ pub async fn run_writer(
                     return Err(PipelineError::Store { attempts: attempt, source });
                 }
             }
+        }
+        if !batch.cgroups.is_empty() {
+            let seen = batch.cgroups.into_iter().map(|c| (c.cgroup_id, c.identity.name)).collect();
+            // Gone only when the daemon is stopping.
+            let _ = committed.send(seen).await;
         }
     }
     Ok(store)

@@ -22,6 +22,7 @@ use sqlx::{
 
 use crate::model::Batch;
 
+mod enforcement;
 mod query;
 pub mod render;
 mod write;
@@ -29,6 +30,10 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub use enforcement::{
+    EnforcementEvent, EventFilter, StoredPolicy, VerdictKind, VerdictRecord, WorkloadEnforcement,
+    SOURCE_GRAPH,
+};
 pub use query::{
     Graph, GraphEdge, GraphLosses, GraphNode, LossBucket, LossSummary, WorkloadInfo, WorkloadSummary,
 };
@@ -109,6 +114,20 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// Enforcement state or events could not be written; the transaction was rolled back.
+    #[error("cannot record {what} in the database")]
+    Record {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A policy could not be turned into its stored JSON form, or a stored one read back.
+    #[error("the stored policy of workload '{workload}' is not valid")]
+    PolicyJson {
+        workload: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A stored value is not one this binary can interpret (e.g. a node kind it does not know).
     #[error("database holds an unknown {column} '{value}'")]
     Unrecognised { column: &'static str, value: String },
@@ -118,6 +137,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A handle on the behaviour-graph database, opened either for the daemon (read-write) or for a query
 /// command (read-only). Cheap to share by reference: the pool serialises what SQLite needs serialised.
+/// A clone shares the connections: the daemon's pipeline writer and its enforcement actor write
+/// through the one connection, one transaction after the other, instead of contending for the lock.
+#[derive(Clone)]
 pub struct Store {
     /// Connections to the one database file (one for the daemon, one for a query command).
     pool: SqlitePool,
@@ -242,6 +264,38 @@ impl Store {
     /// Losses that could not be attributed to any workload, which `workloads` cannot show.
     pub async fn unattributed_losses(&self) -> Result<LossSummary> {
         query::unattributed_losses(&self.pool).await
+    }
+
+    /// A workload's id, cgroups, modes and latest policy (`UnknownWorkload` for a name never seen).
+    pub async fn workload_enforcement(&self, workload: &str) -> Result<WorkloadEnforcement> {
+        enforcement::workload_enforcement(&self.pool, workload).await
+    }
+
+    /// Every workload with a domain in audit or enforce: what a restarted daemon re-applies.
+    pub async fn enforced_workloads(&self) -> Result<Vec<WorkloadEnforcement>> {
+        enforcement::enforced_workloads(&self.pool).await
+    }
+
+    /// Records a workload's new modes, and the policy loaded with them (`(revision, policy)`), in one
+    /// transaction.
+    pub async fn record_enforcement(
+        &self,
+        workload: &WorkloadEnforcement,
+        modes: crate::enforce::Modes,
+        loaded: Option<(u32, &crate::enforce::Policy)>,
+    ) -> Result<()> {
+        enforcement::record_enforcement(&self.pool, workload, modes, loaded).await
+    }
+
+    /// Stores deny / would-deny events in one transaction; returns how many were stored (those of
+    /// workload ids the database does not know are skipped).
+    pub async fn write_verdicts(&self, verdicts: &[VerdictRecord]) -> Result<u64> {
+        enforcement::write_verdicts(&self.pool, verdicts).await
+    }
+
+    /// Enforcement events, newest first.
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<EnforcementEvent>> {
+        enforcement::events(&self.pool, filter).await
     }
 
     /// Closes the connections. For the daemon's store this checkpoints the WAL into the database file

@@ -438,6 +438,6 @@ fn to_u64(count: i64) -> u64 {
 }
 
 /// Inverse of the writer's bit-preserving store of kernel identifiers.
-fn bits_u64(value: i64) -> u64 {
+pub(super) fn bits_u64(value: i64) -> u64 {
     value as u64
 }

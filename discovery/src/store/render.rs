@@ -1,9 +1,10 @@
-//! Text forms of the store's answers: the `stance workloads` table for people, and Graphviz DOT for
-//! `stance graph -o dot`. Pure functions of the values, so they are tested without a database.
+//! Text forms of the store's answers: the `stance workloads` and `stance events` tables for people,
+//! and Graphviz DOT for `stance graph -o dot`. Pure functions of the values, so they are tested
+//! without a database.
 
 use std::fmt::Write;
 
-use super::{Graph, GraphEdge, GraphNode, WorkloadSummary};
+use super::{EnforcementEvent, Graph, GraphEdge, GraphNode, WorkloadSummary};
 use crate::model::NodeKind;
 
 /// The workload list as aligned columns, one workload per line, ending in a newline.
@@ -15,37 +16,73 @@ pub fn workloads_table(list: &[WorkloadSummary]) -> String {
         ["NAME", "KIND", "EDGES", "EXECS", "FILES", "ENDPOINTS", "CAPS", "LOSSES", "LAST-SEEN"];
     // Counts read best right-aligned, so their digits line up.
     const NUMERIC: [bool; 9] = [false, false, true, true, true, true, true, true, false];
-    let rows: Vec<[String; 9]> = list
-        .iter()
-        .map(|w| {
-            [
-                w.workload.name.clone(),
-                w.workload.kind.as_str().to_owned(),
-                w.edges.to_string(),
-                w.executables.to_string(),
-                w.files.to_string(),
-                w.endpoints.to_string(),
-                w.capabilities.to_string(),
-                w.losses.total.to_string(),
-                w.workload.last_seen.clone(),
-            ]
-        })
-        .collect();
-    let mut widths = HEADER.map(|h| h.chars().count());
+    let rows = list.iter().map(|w| {
+        [
+            w.workload.name.clone(),
+            w.workload.kind.as_str().to_owned(),
+            w.edges.to_string(),
+            w.executables.to_string(),
+            w.files.to_string(),
+            w.endpoints.to_string(),
+            w.capabilities.to_string(),
+            w.losses.total.to_string(),
+            w.workload.last_seen.clone(),
+        ]
+    });
+    aligned(HEADER, NUMERIC, rows)
+}
+
+/// Enforcement events as aligned columns, newest first as given, the object last (it is the longest).
+pub fn events_table(events: &[EnforcementEvent]) -> String {
+    if events.is_empty() {
+        return "no enforcement events\n".to_owned();
+    }
+    const HEADER: [&str; 7] = ["AT", "WORKLOAD", "DOMAIN", "KIND", "PID", "ACTOR", "OBJECT"];
+    const NUMERIC: [bool; 7] = [false, false, false, false, true, false, false];
+    let rows = events.iter().map(|e| {
+        let mut object = e.object.clone();
+        if e.send {
+            object.push_str(" (send)");
+        }
+        if e.truncated {
+            object.push_str(" (truncated)");
+        }
+        [
+            e.at.clone(),
+            e.workload.clone(),
+            e.domain.as_str().to_owned(),
+            e.kind.as_str().to_owned(),
+            e.pid.to_string(),
+            e.actor.clone(),
+            object,
+        ]
+    });
+    aligned(HEADER, NUMERIC, rows)
+}
+
+/// A header and rows as columns two spaces apart, numeric columns right-aligned, each line trimmed
+/// and ending in a newline.
+fn aligned<const N: usize>(
+    header: [&str; N],
+    numeric: [bool; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let rows: Vec<[String; N]> = rows.collect();
+    let mut widths = header.map(|h| h.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(HEADER.map(str::to_owned)).chain(rows) {
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i > 0 {
                 line.push_str("  ");
             }
             let pad = " ".repeat(widths[i] - cell.chars().count());
-            if NUMERIC[i] {
+            if numeric[i] {
                 line.push_str(&pad);
                 line.push_str(cell);
             } else {
@@ -220,6 +257,32 @@ mod unit {
         let edges_end = lines[0].find("EDGES").unwrap() + "EDGES".len();
         assert_eq!(&lines[1][edges_end - 1..edges_end], "5");
         assert_eq!(&lines[2][edges_end - 5..edges_end], "12345");
+    }
+
+    #[test]
+    fn events_table_puts_the_object_last_with_its_flags() {
+        use crate::{enforce::Domain, store::VerdictKind};
+        assert_eq!(events_table(&[]), "no enforcement events\n");
+        let event = |object: &str, pid, truncated| EnforcementEvent {
+            workload: "web".to_owned(),
+            domain: Domain::File,
+            kind: VerdictKind::WouldDeny,
+            object: object.to_owned(),
+            actor: "/usr/bin/cat".to_owned(),
+            at: "2024-01-01T00:00:00.000Z".to_owned(),
+            pid,
+            tid: pid,
+            cgroup_id: 1,
+            truncated,
+            send: false,
+        };
+        let table = events_table(&[event("/etc/shadow", 7, false), event("/a/b", 12345, true)]);
+        assert_eq!(
+            table,
+            "AT                        WORKLOAD  DOMAIN  KIND          PID  ACTOR         OBJECT\n\
+             2024-01-01T00:00:00.000Z  web       file    would-deny      7  /usr/bin/cat  /etc/shadow\n\
+             2024-01-01T00:00:00.000Z  web       file    would-deny  12345  /usr/bin/cat  /a/b (truncated)\n"
+        );
     }
 
     #[test]

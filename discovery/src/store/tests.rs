@@ -569,7 +569,7 @@ async fn schema_mismatches_are_refused() {
     sqlx::query("CREATE TABLE t (x)").execute(&pool).await.unwrap();
     pool.close().await;
     let err = Store::open_read_only(&foreign).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 1, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("run `stance run` on it once to upgrade it"), "{err}");
 
     // A file from a newer stance.
@@ -585,7 +585,7 @@ async fn schema_mismatches_are_refused() {
     .unwrap();
     pool.close().await;
     let err = Store::open_read_only(&newer).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 1, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 2, .. }), "{err:?}");
     let err = Store::open(&newer).await.err().unwrap();
     assert!(matches!(err, StoreError::SchemaNewer { found: 99, .. }), "the daemon refuses it too: {err:?}");
 }
@@ -619,4 +619,168 @@ async fn time_100k_edge_batches() {
     eprintln!("100k distinct targets: {took:?} ({:.0} edges/s)", 100_000.0 / took.as_secs_f64());
     let size = |name: &str| std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len()) / 1024;
     eprintln!("database {} KiB, WAL {} KiB", size("stance.db"), size("stance.db-wal"));
+}
+
+mod enforcement {
+    //! Modes, policies and enforcement events.
+
+    use super::*;
+    use crate::enforce::{Domain, Mode, Modes, Policy};
+
+    fn verdict(workload_id: i64, domain: Domain, deny: bool, object: &str, at_s: i64) -> VerdictRecord {
+        VerdictRecord {
+            workload_id,
+            domain,
+            deny,
+            object: object.to_owned(),
+            actor: "/usr/bin/python3".to_owned(),
+            pid: 4242,
+            tid: 4243,
+            cgroup_id: u64::MAX - 1,
+            at: T0 + at_s * SEC,
+            truncated: false,
+            send: false,
+        }
+    }
+
+    fn all(limit: u32) -> EventFilter {
+        EventFilter { workload: None, kind: None, since: None, limit }
+    }
+
+    fn objects(events: &[EnforcementEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.object.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn verdicts_round_trip_newest_first_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = writer(&dir).await;
+        store.write_batch(&web_batch()).await.unwrap();
+        store
+            .write_batch(&cgroups_only(vec![cgroup(
+                200,
+                "/stance/db",
+                identity("db", WorkloadKind::Launched),
+                T0,
+            )]))
+            .await
+            .unwrap();
+        let web = store.workload_enforcement("web").await.unwrap().id;
+        let db = store.workload_enforcement("db").await.unwrap().id;
+        let mut truncated = verdict(web, Domain::File, true, "/very/deep/pa", 4);
+        truncated.truncated = true;
+        let mut send = verdict(db, Domain::Network, false, "10.0.0.9:53/udp", 3);
+        send.send = true;
+        let records = vec![
+            verdict(web, Domain::File, false, "/etc/shadow", 1),
+            verdict(web, Domain::Process, true, "/bin/sh", 2),
+            send,
+            truncated,
+            // Pinned by a daemon with another database: skipped, not a failed batch.
+            verdict(db + 100, Domain::Capabilities, true, "CAP_NET_RAW", 5),
+        ];
+        assert_eq!(store.write_verdicts(&records).await.unwrap(), 4);
+        assert_eq!(store.write_verdicts(&[]).await.unwrap(), 0);
+
+        let everything = store.events(&all(100)).await.unwrap();
+        assert_eq!(objects(&everything), ["/very/deep/pa", "10.0.0.9:53/udp", "/bin/sh", "/etc/shadow"]);
+        let first = serde_json::to_value(&everything[0]).unwrap();
+        assert_eq!(
+            first,
+            json!({
+                "workload": "web", "domain": "file", "kind": "deny", "object": "/very/deep/pa",
+                "actor": "/usr/bin/python3", "at": "2023-11-14T22:13:24.000Z", "pid": 4242, "tid": 4243,
+                "cgroup_id": u64::MAX - 1, "truncated": true, "send": false
+            })
+        );
+        assert!(everything[1].send && everything[1].kind == VerdictKind::WouldDeny);
+
+        let web_only = EventFilter { workload: Some("web".into()), ..all(100) };
+        assert_eq!(
+            objects(&store.events(&web_only).await.unwrap()),
+            ["/very/deep/pa", "/bin/sh", "/etc/shadow"]
+        );
+        let denies = EventFilter { kind: Some(VerdictKind::Deny), ..web_only.clone() };
+        assert_eq!(objects(&store.events(&denies).await.unwrap()), ["/very/deep/pa", "/bin/sh"]);
+        let would = EventFilter { kind: Some(VerdictKind::WouldDeny), ..all(100) };
+        assert_eq!(objects(&store.events(&would).await.unwrap()), ["10.0.0.9:53/udp", "/etc/shadow"]);
+        let recent = EventFilter { since: Some(T0 + 2 * SEC), ..all(100) };
+        assert_eq!(
+            objects(&store.events(&recent).await.unwrap()),
+            ["/very/deep/pa", "10.0.0.9:53/udp", "/bin/sh"]
+        );
+        assert_eq!(objects(&store.events(&all(2)).await.unwrap()), ["/very/deep/pa", "10.0.0.9:53/udp"]);
+
+        let unknown = EventFilter { workload: Some("nope".into()), ..all(100) };
+        let err = store.events(&unknown).await.unwrap_err();
+        assert_eq!(err.to_string(), "unknown workload 'nope' (see `stance workloads`)");
+
+        // A reader sees them too, while the writer is open.
+        let reader = Store::open_read_only(&dir.path().join("stance.db")).await.unwrap();
+        assert_eq!(reader.events(&all(100)).await.unwrap(), everything);
+    }
+
+    #[tokio::test]
+    async fn modes_and_policies_are_recorded_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = writer(&dir).await;
+        store.write_batch(&web_batch()).await.unwrap();
+        let web = store.workload_enforcement("web").await.unwrap();
+        assert_eq!((web.modes, &web.policy), (Modes::default(), &None));
+        assert_eq!(web.cgroups, [(100, "/stance/web".to_owned())]);
+        assert!(store.enforced_workloads().await.unwrap().is_empty());
+
+        let mut modes = Modes::default();
+        modes.set(Domain::File, Mode::Enforce);
+        let policy = Policy { unix: vec!["@x".into()], ..Policy::default() };
+        store.record_enforcement(&web, modes, Some((3, &policy))).await.unwrap();
+        let newer = Policy { unix: vec!["@y".into()], ..Policy::default() };
+        modes.set(Domain::Network, Mode::Audit);
+        store.record_enforcement(&web, modes, Some((4, &newer))).await.unwrap();
+
+        let enforced = store.enforced_workloads().await.unwrap();
+        assert_eq!(enforced.len(), 1);
+        assert_eq!(enforced[0].modes, modes);
+        assert_eq!(
+            enforced[0].policy,
+            Some(StoredPolicy { revision: 4, policy: newer }),
+            "the latest policy"
+        );
+
+        // Back to observe: no policy is recorded, and nothing is left to re-apply.
+        store.record_enforcement(&web, Modes::default(), None).await.unwrap();
+        assert!(store.enforced_workloads().await.unwrap().is_empty());
+        assert_eq!(store.workload_enforcement("web").await.unwrap().modes, Modes::default());
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_upgraded_and_keeps_its_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let only_first = dir.path().join("migrations");
+        std::fs::create_dir(&only_first).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/0001_behaviour_graph.sql");
+        std::fs::copy(repo, only_first.join("0001_behaviour_graph.sql")).unwrap();
+        let path = dir.path().join("old.db");
+        let pool =
+            SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true))
+                .await
+                .unwrap();
+        Migrator::new(only_first.as_path()).await.unwrap().run(&pool).await.unwrap();
+        pool.close().await;
+        {
+            // Written by a stance of the first schema (its writer is this one's).
+            let old = Store {
+                pool: SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path)).await.unwrap(),
+            };
+            old.write_batch(&web_batch()).await.unwrap();
+            old.close().await;
+        }
+        let err = Store::open_read_only(&path).await.err().unwrap();
+        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 2, .. }), "{err:?}");
+
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.graph("web").await.unwrap().edges.len(), 5);
+        assert!(store.events(&all(10)).await.unwrap().is_empty());
+        assert_eq!(store.workload_enforcement("web").await.unwrap().modes, Modes::default());
+    }
 }

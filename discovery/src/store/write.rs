@@ -427,7 +427,7 @@ async fn upsert_losses(
 }
 
 /// `head (?, …), (?, …) tail` with `rows` groups of `columns` placeholders.
-fn multi_row_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+pub(super) fn multi_row_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
     let group = format!("({})", vec!["?"; columns].join(", "));
     let mut sql = String::with_capacity(head.len() + rows * (group.len() + 2) + tail.len());
     sql.push_str(head);
@@ -443,7 +443,7 @@ fn multi_row_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String 
 
 /// Splits `items` into chunks of `MAX_ROWS`, then of decreasing powers of two: any length is covered
 /// by statements of at most log2(MAX_ROWS) + 1 distinct sizes.
-fn pow2_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+pub(super) fn pow2_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         if items.is_empty() {
             return None;
@@ -466,11 +466,11 @@ fn clamp_count(count: u64) -> i64 {
 }
 
 /// Kernel identifiers (cgroup ids, dev, ino) are opaque 64-bit values: store their bits unchanged.
-fn u64_bits(value: u64) -> i64 {
+pub(super) fn u64_bits(value: u64) -> i64 {
     value as i64
 }
 
-fn now_ns() -> i64 {
+pub(super) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
