@@ -277,6 +277,7 @@ fn the_verdict_reader_reads_a_real_ring_buffer_until_stopped() {
         ringbuf_bytes: 16 << 20,
         dedup_window_ns: 0,
         argv_max: 64,
+        wakeup_bytes: 0,
         self_tgid: 0,
     })
     .unwrap();

@@ -57,6 +57,12 @@ impl Daemon {
     pub fn start(dir: &Path, config: &str) -> Daemon {
         let db = dir.join("stance.db");
         let cfg = dir.join("stance.toml");
+        // Each test daemon gets its own control socket, so tests running side by side never meet.
+        let config = if config.contains("control_socket") {
+            config.to_owned()
+        } else {
+            format!("{config}control_socket = \"{}\"\n", dir.join("control.sock").display())
+        };
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(STANCE)
             .args(["run", "--db"])
