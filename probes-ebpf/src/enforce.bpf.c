@@ -281,9 +281,10 @@ static __always_inline void hash_init(struct hash_state *h)
 
 /*
  * The hash of the string whose full 8-byte words are already in h, followed by the `tail` bytes
- * (little-endian, the rest zero), `len` bytes in all.
+ * (little-endian, the rest zero), `len` bytes in all. h is left as it was (a prefix's hash is
+ * finished off a copy while the walk goes on).
  */
-static __noinline void hash_final(const struct hash_state *h, __u64 tail, __u64 len, struct stance_hash128 *out)
+static __always_inline void hash_final(const struct hash_state *h, __u64 tail, __u64 len, struct stance_hash128 *out)
 {
 	struct sip a = h->a, b = h->b;
 	__u64 last = tail | (len << 56);
@@ -291,22 +292,78 @@ static __noinline void hash_final(const struct hash_state *h, __u64 tail, __u64 
 	out->hi = sip_finish(&b, last);
 }
 
-/* ---- hashing a resolved path, with every directory prefix ------------------------------------ */
+/* Word i of the path wb->buf[start, start + len): 8 bytes, or the 0 to 7 bytes of the last one. */
+static __always_inline __u64 path_word(struct walk_buf *wb, __u32 start, __u32 base, __u32 rem)
+{
+	/* start + base <= 4095 for every word of a path the walker wrote; the buffer has slack after
+	 * it, and x86 allows the unaligned load. */
+	__u64 w = *(__u64 *)&wb->buf[BOUND(start + base, 4095)];
+	if (rem < 8)
+		w &= (1ULL << (rem * 8)) - 1;
+	return w;
+}
 
-struct scan_ctx {
+/* Absorbs a full word, or finishes the hash with the last one (in place). 1 when finished. */
+static __always_inline int hash_step(struct hash_state *h, __u64 w, __u32 rem, __u32 len, struct stance_hash128 *out)
+{
+	if (rem >= 8) {
+		sip_compress(&h->a, w);
+		sip_compress(&h->b, w);
+		return 0;
+	}
+	__u64 last = w | ((__u64)len << 56);
+	out->lo = sip_finish(&h->a, last);
+	out->hi = sip_finish(&h->b, last);
+	return 1;
+}
+
+/* ---- hashing a resolved path ------------------------------------------------------------------- */
+
+struct hash_ctx {
 	struct hash_state h;
 	struct walk_buf *wb;
 	__u32 start;
 	__u32 len;
-	/* Look up directory-prefix file rules at every '/' boundary. */
-	__u32 prefixes;
 	__u32 done;
+	__u32 _pad;
+	struct stance_hash128 out;
+};
+
+static long hash_word(__u32 i, void *ctx)
+{
+	struct hash_ctx *c = ctx;
+	__u32 base = i * 8;
+	if (base > c->len)
+		return 1;
+	__u32 rem = c->len - base;
+	c->done = hash_step(&c->h, path_word(c->wb, c->start, base, rem), rem, c->len, &c->out);
+	return c->done;
+}
+
+/* The hash of wb->buf[start, start + len) (exec and unix rules: no prefixes). 0 when complete. */
+static __noinline int hash_walked(__u32 start, __u32 len, struct stance_hash128 *out)
+{
+	__u32 zero = 0;
+	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!wb)
+		return -1;
+	struct hash_ctx c = { .wb = wb, .start = start, .len = len };
+	hash_init(&c.h);
+	bpf_loop(STANCE_PATH_MAX / 8 + 1, hash_word, &c, 0);
+	if (!c.done)
+		return -1;
+	*out = c.out;
+	return 0;
+}
+
+/* File rules: the same walk, looking up a directory-prefix rule at every '/' boundary. */
+struct scan_ctx {
+	struct hash_ctx hc;
 	__u32 policy_id;
 	__u32 rev;
 	/* Union of the access bits of the matching prefix rules. */
 	__u32 allowed;
 	__u32 _pad;
-	struct stance_hash128 full;
 };
 
 static __noinline void prefix_rule(struct scan_ctx *c, __u64 tail, __u32 plen)
@@ -316,7 +373,7 @@ static __noinline void prefix_rule(struct scan_ctx *c, __u64 tail, __u32 plen)
 		.rev = c->rev,
 		.kind = STANCE_FILE_PREFIX,
 	};
-	hash_final(&c->h, tail, plen, &k.path);
+	hash_final(&c->hc.h, tail, plen, &k.path);
 	struct stance_file_rule *r = bpf_map_lookup_elem(&file_rules, &k);
 	if (r)
 		c->allowed |= r->access;
@@ -324,50 +381,31 @@ static __noinline void prefix_rule(struct scan_ctx *c, __u64 tail, __u32 plen)
 
 /*
  * One 8-byte word of the path per call: at each '/' in it the hash of the path so far is finished
- * off (a copy) and looked up as a directory-prefix rule; then the word is absorbed. The last,
- * partial word (0 to 7 bytes) finishes the full hash.
+ * off a copy and looked up as a directory-prefix rule; then the word is absorbed. The last, partial
+ * word (0 to 7 bytes) finishes the full hash.
  */
 static long scan_word(__u32 i, void *ctx)
 {
 	struct scan_ctx *c = ctx;
 	__u32 base = i * 8;
-	if (base > c->len)
+	if (base > c->hc.len)
 		return 1;
-	__u32 rem = c->len - base;
-	__u64 off = BOUND(c->start + base, 4095);
-	__u64 w = *(__u64 *)&c->wb->buf[off];
-	if (rem < 8)
-		w &= (1ULL << (rem * 8)) - 1;
-	if (c->prefixes) {
+	__u32 rem = c->hc.len - base;
+	__u64 w = path_word(c->hc.wb, c->hc.start, base, rem);
 #pragma unroll
-		for (__u32 j = 0; j < 8; j++) {
-			if (j < rem && ((w >> (j * 8)) & 0xff) == '/')
-				prefix_rule(c, w & ((1ULL << (j * 8)) - 1), base + j);
-		}
+	for (__u32 j = 0; j < 8; j++) {
+		if (j < rem && ((w >> (j * 8)) & 0xff) == '/')
+			prefix_rule(c, w & ((1ULL << (j * 8)) - 1), base + j);
 	}
-	if (rem >= 8) {
-		sip_compress(&c->h.a, w);
-		sip_compress(&c->h.b, w);
-		return 0;
-	}
-	hash_final(&c->h, w, c->len, &c->full);
-	c->done = 1;
-	return 1;
-}
-
-/* Hashes wb->buf[start, start + len). Returns 0 when the hash is complete. */
-static __always_inline int scan_path(struct scan_ctx *c)
-{
-	hash_init(&c->h);
-	bpf_loop(STANCE_PATH_MAX / 8 + 1, scan_word, c, 0);
-	return c->done ? 0 : -1;
+	c->hc.done = hash_step(&c->hc.h, w, rem, c->hc.len, &c->hc.out);
+	return c->hc.done;
 }
 
 /* ---- reporting ---------------------------------------------------------------------------------- */
 
 /* Whether this verdict is due for a report (not a repeat within the window); *repeat gets the count
  * of repeats suppressed since the last report. */
-static __always_inline int report_due(struct subject *s, __u32 detail, __u64 a, __u64 b, __u32 *repeat)
+static __noinline int report_due(struct subject *s, __u32 detail, __u64 a, __u64 b, __u32 *repeat)
 {
 	*repeat = 0;
 	if (!verdict_window_ns)
@@ -464,50 +502,100 @@ static __noinline void verdict_submit(struct verdict_buf *vb)
 		count_vloss(STANCE_VLOSS_RINGBUF);
 }
 
-/* ---- file opens ---------------------------------------------------------------------------------- */
+/* A verdict whose object is the path the walker left in its buffer. */
+struct report {
+	__u64 ino;
+	__u32 dev;
+	__u32 vflags;
+	__u32 detail;
+	__u32 repeat;
+	__u32 start;
+	__u32 len;
+};
 
-/* Resolves f_path into the walk buffer. Returns 0 with r filled, or -1. */
-static __always_inline int resolve_file(struct file *f, struct walk_result *r)
+static __noinline void report_walked(struct subject *s, struct report *rp)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	return resolve_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), task, r);
+	struct verdict_buf *vb = verdict_begin(s, rp->vflags, rp->detail, rp->repeat);
+	if (!vb)
+		return;
+	vb->ev.ino = rp->ino;
+	vb->ev.dev = rp->dev;
+	verdict_object_from_walk(vb, rp->start, rp->len);
+	verdict_submit(vb);
 }
 
-/* The access bits that the file rules of this revision grant to the resolved path. */
-static __always_inline __u32 file_rules_allow(struct subject *s, struct walk_result *r, int *ok)
+/* Resolves a struct path into the walk buffer: 0 with r filled, -1 when it cannot be. */
+static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, struct walk_result *r)
+{
+	return resolve_path(dentry, mnt, bpf_get_current_task_btf(), r);
+}
+
+/*
+ * The decision cache for an object reached through `mnt`: op -1 looks up (1 allowed, 0 not, -1
+ * unknown), op 0 or 1 stores that outcome. Only objects with one name per mount are cached
+ * (directories, files with one link), so the key fixes the path the rules were matched against.
+ */
+static __noinline int decision_cache_op(struct subject *s, struct inode *inode, struct vfsmount *mnt, __u32 access, int op)
+{
+	if (!inode)
+		return -1;
+	int dir = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
+	if (!dir && BPF_CORE_READ(inode, __i_nlink) != 1)
+		return -1;
+	struct stance_decision_key k = {
+		.policy_id = s->cp.policy_id,
+		.rev = s->cp.rev,
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.mnt = (__u64)mnt,
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.generation = BPF_CORE_READ(inode, i_generation),
+		.access = access,
+	};
+	if (op >= 0) {
+		struct stance_decision d = { .allow = op };
+		bpf_map_update_elem(&decision_cache, &k, &d, BPF_ANY);
+		return op;
+	}
+	struct stance_decision *d = bpf_map_lookup_elem(&decision_cache, &k);
+	if (!d)
+		return -1;
+	return d->allow ? 1 : 0;
+}
+
+/* ---- file opens ---------------------------------------------------------------------------------- */
+
+/* The access bits the file rules of this revision grant to the walked path (exact rule, the
+ * directory rules of every prefix, and of the path itself as a directory); -1 if not hashable. */
+static __noinline int file_rules_allow(struct subject *s, __u32 start, __u32 len)
 {
 	__u32 zero = 0;
 	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
-	*ok = 0;
 	if (!wb)
-		return 0;
+		return -1;
 	struct scan_ctx c = {
-		.wb = wb,
-		.start = r->start,
-		.len = r->len,
-		.prefixes = 1,
+		.hc = { .wb = wb, .start = start, .len = len },
 		.policy_id = s->cp.policy_id,
 		.rev = s->cp.rev,
 	};
-	if (scan_path(&c) < 0)
-		return 0;
-	*ok = 1;
+	hash_init(&c.hc.h);
+	bpf_loop(STANCE_PATH_MAX / 8 + 1, scan_word, &c, 0);
+	if (!c.hc.done)
+		return -1;
 	struct stance_file_key k = {
 		.policy_id = s->cp.policy_id,
 		.rev = s->cp.rev,
 		.kind = STANCE_FILE_EXACT,
-		.path = c.full,
+		.path = c.hc.out,
 	};
 	__u32 allowed = c.allowed;
 	struct stance_file_rule *rule = bpf_map_lookup_elem(&file_rules, &k);
 	if (rule)
 		allowed |= rule->access;
-	/* A directory rule covers the directory itself too. */
 	k.kind = STANCE_FILE_PREFIX;
 	rule = bpf_map_lookup_elem(&file_rules, &k);
 	if (rule)
 		allowed |= rule->access;
-	return allowed;
+	return allowed & 0xffff;
 }
 
 static __noinline int decide_file_open(struct file *file)
@@ -530,70 +618,49 @@ static __noinline int decide_file_open(struct file *file)
 		access = STANCE_ACC_READ;
 
 	struct inode *inode = file->f_inode;
-	if (!inode)
-		return not_allowed(&s);
-	struct stance_decision_key dk = {
-		.policy_id = s.cp.policy_id,
-		.rev = s.cp.rev,
-		.ino = inode->i_ino,
-		.mnt = (__u64)file->f_path.mnt,
-		.dev = inode->i_sb->s_dev,
-		.generation = inode->i_generation,
-		.access = access,
-	};
-	int cacheable = (inode->i_mode & S_IFMT) == S_IFDIR || inode->__i_nlink == 1;
-	__u32 repeat = 0;
+	struct vfsmount *mnt = file->f_path.mnt;
+	struct report rp = { .detail = access };
+	if (inode) {
+		rp.ino = inode->i_ino;
+		rp.dev = inode->i_sb->s_dev;
+	}
 	/* -1: not asked yet; 0/1: whether this deny is reported. */
 	int due = -1;
-	if (cacheable) {
-		struct stance_decision *d = bpf_map_lookup_elem(&decision_cache, &dk);
-		if (d) {
-			if (d->allow)
-				return ALLOW;
-			/* A known deny: walk the path again only when it is to be reported. */
-			due = report_due(&s, access, dk.ino, dk.dev, &repeat);
-			if (!due)
-				return not_allowed(&s);
-		}
+	int cached = decision_cache_op(&s, inode, mnt, access, -1);
+	if (cached == 1)
+		return ALLOW;
+	if (cached == 0) {
+		/* A known deny: walk the path again only when it is to be reported. */
+		due = report_due(&s, access, rp.ino, rp.dev, &rp.repeat);
+		if (!due)
+			return not_allowed(&s);
 	}
 
 	struct walk_result r = {};
-	__u32 vflags = 0;
 	int allow = 0;
-	if (resolve_file(file, &r) < 0) {
-		vflags |= STANCE_V_TRUNCATED;
-		r.len = 0;
-	} else if (r.trunc) {
-		vflags |= STANCE_V_TRUNCATED;
+	if (walk(file->f_path.dentry, mnt, &r) < 0 || r.trunc) {
+		rp.vflags |= STANCE_V_TRUNCATED;
 	} else if (r.anon) {
 		/* No path in any mount (pipe, socket, memfd reached through /proc/self/fd): only a
 		 * process that already holds it can open it, and /proc/PID/fd of another process
 		 * is governed by ptrace_access_check. */
 		allow = 1;
 	} else {
-		int ok = 0;
-		__u32 granted = file_rules_allow(&s, &r, &ok);
-		if (ok && (access & ~granted) == 0)
+		int granted = file_rules_allow(&s, r.start, r.len);
+		if (granted < 0)
+			rp.vflags |= STANCE_V_TRUNCATED;
+		else if ((access & ~(__u32)granted) == 0)
 			allow = 1;
-		if (!ok)
-			vflags |= STANCE_V_TRUNCATED;
 	}
-	if (cacheable) {
-		struct stance_decision d = { .allow = allow };
-		bpf_map_update_elem(&decision_cache, &dk, &d, BPF_ANY);
-	}
+	decision_cache_op(&s, inode, mnt, access, allow);
 	if (allow)
 		return ALLOW;
 	if (due < 0)
-		due = report_due(&s, access, dk.ino, dk.dev, &repeat);
+		due = report_due(&s, access, rp.ino, rp.dev, &rp.repeat);
 	if (due) {
-		struct verdict_buf *vb = verdict_begin(&s, vflags, access, repeat);
-		if (vb) {
-			vb->ev.ino = dk.ino;
-			vb->ev.dev = dk.dev;
-			verdict_object_from_walk(vb, r.start, r.len);
-			verdict_submit(vb);
-		}
+		rp.start = r.start;
+		rp.len = r.len;
+		report_walked(&s, &rp);
 	}
 	return not_allowed(&s);
 }
@@ -608,6 +675,21 @@ int BPF_PROG(stance_file_open, struct file *file)
 
 /* ---- exec ------------------------------------------------------------------------------------------ */
 
+/* 1 when an exec rule allows the walked binary (and its identity, where the rule has one), 0 when
+ * none does, -1 when the path could not be hashed. */
+static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r, __u64 ino, __u32 dev)
+{
+	struct stance_exec_key k = { .policy_id = s->cp.policy_id, .rev = s->cp.rev };
+	if (hash_walked(r->start, r->len, &k.path) < 0)
+		return -1;
+	struct stance_exec_rule *rule = bpf_map_lookup_elem(&exec_rules, &k);
+	if (!rule)
+		return 0;
+	if (rule->ino && (rule->ino != ino || rule->dev != dev))
+		return 0;
+	return 1;
+}
+
 static __noinline int decide_exec(struct linux_binprm *bprm)
 {
 	struct subject s = {};
@@ -620,54 +702,31 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 	struct file *f = bprm->file;
 	if (!f)
 		return not_allowed(&s);
-	__u64 ino = 0;
-	__u32 dev = 0;
-	file_id(f, &ino, &dev);
+	struct report rp = {};
+	file_id(f, &rp.ino, &rp.dev);
 
 	struct walk_result r = {};
-	__u32 vflags = 0;
 	int allow = 0;
-	if (resolve_file(f, &r) < 0) {
-		vflags |= STANCE_V_TRUNCATED;
-		r.len = 0;
-	} else if (r.trunc) {
-		vflags |= STANCE_V_TRUNCATED;
+	if (walk(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), &r) < 0 || r.trunc) {
+		rp.vflags |= STANCE_V_TRUNCATED;
 	} else {
 		if (r.anon && r.len > 1) {
-			/* memfd and other anonymous files: hashed by their label ("memfd:NAME"). */
-			vflags |= STANCE_V_ANON;
+			/* memfd and other anonymous files: by their label ("memfd:NAME"). */
+			rp.vflags |= STANCE_V_ANON;
 			r.start += 1;
 			r.len -= 1;
 		}
-		__u32 zero = 0;
-		struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
-		if (wb) {
-			struct scan_ctx c = { .wb = wb, .start = r.start, .len = r.len };
-			if (scan_path(&c) == 0) {
-				struct stance_exec_key k = {
-					.policy_id = s.cp.policy_id,
-					.rev = s.cp.rev,
-					.path = c.full,
-				};
-				struct stance_exec_rule *rule = bpf_map_lookup_elem(&exec_rules, &k);
-				if (rule && (!rule->ino || (rule->ino == ino && rule->dev == dev)))
-					allow = 1;
-			} else {
-				vflags |= STANCE_V_TRUNCATED;
-			}
-		}
+		int ok = exec_rule_allows(&s, &r, rp.ino, rp.dev);
+		if (ok < 0)
+			rp.vflags |= STANCE_V_TRUNCATED;
+		allow = ok == 1;
 	}
 	if (allow)
 		return ALLOW;
-	__u32 repeat = 0;
-	if (report_due(&s, 0, ino, dev, &repeat)) {
-		struct verdict_buf *vb = verdict_begin(&s, vflags, 0, repeat);
-		if (vb) {
-			vb->ev.ino = ino;
-			vb->ev.dev = dev;
-			verdict_object_from_walk(vb, r.start, r.len);
-			verdict_submit(vb);
-		}
+	if (report_due(&s, 0, rp.ino, rp.dev, &rp.repeat)) {
+		rp.start = r.start;
+		rp.len = r.len;
+		report_walked(&s, &rp);
 	}
 	return not_allowed(&s);
 }
@@ -913,6 +972,16 @@ int BPF_PROG(stance_socket_sendmsg, struct socket *sock, struct msghdr *msg, int
 
 /* ---- network: unix sockets, by the peer the kernel found ------------------------------------------ */
 
+/* 1 when a unix rule allows the peer named by the walk buffer's [start, start + len), 0 when
+ * none does, -1 when it could not be hashed. */
+static __noinline int unix_rule_allows(struct subject *s, __u32 start, __u32 len)
+{
+	struct stance_unix_key k = { .policy_id = s->cp.policy_id, .rev = s->cp.rev };
+	if (hash_walked(start, len, &k.path) < 0)
+		return -1;
+	return bpf_map_lookup_elem(&unix_rules, &k) ? 1 : 0;
+}
+
 static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 {
 	struct subject s = {};
@@ -923,42 +992,24 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 	struct unix_sock *u = (struct unix_sock *)other;
 	struct dentry *dentry = BPF_CORE_READ(u, path.dentry);
 	struct vfsmount *mnt = BPF_CORE_READ(u, path.mnt);
+	struct report rp = { .vflags = vflags | STANCE_V_UNIX };
 	struct walk_result r = {};
-	__u64 ino = 0;
-	__u32 dev = 0;
-	vflags |= STANCE_V_UNIX;
-	__u32 zero = 0;
-	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
-	if (!wb)
-		return not_allowed(&s);
-	struct stance_decision_key dk = {};
-	int cacheable = 0;
+	struct inode *inode = NULL;
+	int allow = 0;
 	if (dentry) {
 		/* Bound to a path: the socket file, resolved like any file. */
-		struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+		inode = BPF_CORE_READ(dentry, d_inode);
+		if (decision_cache_op(&s, inode, mnt, STANCE_ACC_UNIX_PEER, -1) == 1)
+			return ALLOW;
 		if (inode) {
-			ino = BPF_CORE_READ(inode, i_ino);
-			dev = BPF_CORE_READ(inode, i_sb, s_dev);
-			dk.policy_id = s.cp.policy_id;
-			dk.rev = s.cp.rev;
-			dk.ino = ino;
-			dk.mnt = (__u64)mnt;
-			dk.dev = dev;
-			dk.generation = BPF_CORE_READ(inode, i_generation);
-			dk.access = STANCE_ACC_UNIX_PEER;
-			cacheable = BPF_CORE_READ(inode, __i_nlink) == 1;
-			if (cacheable) {
-				struct stance_decision *d = bpf_map_lookup_elem(&decision_cache, &dk);
-				if (d && d->allow)
-					return ALLOW;
-			}
+			rp.ino = BPF_CORE_READ(inode, i_ino);
+			rp.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		}
-		if (resolve_path(dentry, mnt, bpf_get_current_task_btf(), &r) < 0 || r.trunc) {
-			vflags |= STANCE_V_TRUNCATED;
-			goto report;
-		}
+		if (walk(dentry, mnt, &r) < 0 || r.trunc)
+			rp.vflags |= STANCE_V_TRUNCATED;
 	} else {
-		/* Abstract name (or unbound: a socketpair peer, allowed). */
+		/* Abstract name (or unbound: a socketpair peer, allowed): "@" and the name, in the
+		 * walk buffer so it is hashed and reported like a path. */
 		struct unix_address *addr = BPF_CORE_READ(u, addr);
 		if (!addr)
 			return ALLOW;
@@ -967,40 +1018,30 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 		__u32 nlen = alen > 3 ? alen - 3 : 0;
 		if (nlen > STANCE_UNIX_PATH_MAX)
 			nlen = STANCE_UNIX_PATH_MAX;
+		__u32 zero = 0;
+		struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+		if (!wb)
+			return not_allowed(&s);
 		wb->buf[0] = '@';
-		/* The name starts after sun_family and the leading NUL. */
 		void *name = (void *)addr + bpf_core_field_offset(struct unix_address, name) + 3;
 		if (nlen)
 			bpf_probe_read_kernel(&wb->buf[1], BOUND(nlen, 127), name);
-		r.start = 0;
 		r.len = nlen + 1;
 	}
-	{
-		struct scan_ctx c = { .wb = wb, .start = r.start, .len = r.len };
-		if (scan_path(&c) < 0) {
-			vflags |= STANCE_V_TRUNCATED;
-			goto report;
-		}
-		struct stance_unix_key k = { .policy_id = s.cp.policy_id, .rev = s.cp.rev, .path = c.full };
-		int allow = bpf_map_lookup_elem(&unix_rules, &k) != NULL;
-		if (cacheable) {
-			struct stance_decision d = { .allow = allow };
-			bpf_map_update_elem(&decision_cache, &dk, &d, BPF_ANY);
-		}
-		if (allow)
-			return ALLOW;
+	if (!(rp.vflags & STANCE_V_TRUNCATED)) {
+		int ok = unix_rule_allows(&s, r.start, r.len);
+		if (ok < 0)
+			rp.vflags |= STANCE_V_TRUNCATED;
+		allow = ok == 1;
+		if (dentry)
+			decision_cache_op(&s, inode, mnt, STANCE_ACC_UNIX_PEER, allow);
 	}
-report: {
-	__u32 repeat = 0;
-	if (report_due(&s, vflags, ino ? ino : r.len, dev, &repeat)) {
-		struct verdict_buf *vb = verdict_begin(&s, vflags, 0, repeat);
-		if (vb) {
-			vb->ev.ino = ino;
-			vb->ev.dev = dev;
-			verdict_object_from_walk(vb, r.start, r.len);
-			verdict_submit(vb);
-		}
-	}
+	if (allow)
+		return ALLOW;
+	if (report_due(&s, rp.vflags, rp.ino ? rp.ino : r.len, rp.dev, &rp.repeat)) {
+		rp.start = r.start;
+		rp.len = r.len;
+		report_walked(&s, &rp);
 	}
 	return not_allowed(&s);
 }

@@ -396,6 +396,7 @@ impl Enforcer {
                 Ok(fallback) => {
                     links.extend(fallback);
                     enf.status.network = Backend::CgroupSockAddr;
+                    enf.status.notes.push(format!("network: BPF-LSM not used ({lsm_reason})"));
                 }
                 Err(e) => {
                     enf.status.network = Backend::Unavailable(format!("{lsm_reason}; cgroup sock_addr fallback: {e}"));
