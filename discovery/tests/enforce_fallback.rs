@@ -242,6 +242,9 @@ fn pinned_enforcement_outlives_the_enforcer_and_is_adopted() {
     let ports = Ports::new();
     let cg = TestCgroup::new("adopt");
     let (mut enf, _) = Enforcer::start(&opts).unwrap();
+    // One enforcer per pinned state.
+    let second = Enforcer::start(&opts).map(|_| ()).unwrap_err();
+    assert!(matches!(second, stance::enforce::EnforceError::Busy { .. }), "{second}");
     let rev = enf.apply("adopt-test", 7, &[cg.id], &ports.policy(), network_modes()).unwrap();
     // As after `kill -9`: the process's file descriptors are gone; the pins are not.
     drop(enf);

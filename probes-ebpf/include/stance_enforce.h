@@ -273,7 +273,8 @@ struct stance_verdict_event {
 	 * ptrace target's comm), then exe_len bytes of the acting executable's path. */
 };
 
-/* The object's path could not be resolved in full (too deep or too long): denied in enforce. */
+/* The object's path could not be resolved in full (too deep or too long, or the resolver's per-CPU
+ * buffer was reused by a program that preempted this one): never allowed. */
 #define STANCE_V_TRUNCATED (1 << 0)
 /* A datagram send (socket_sendmsg, unix_may_send), not a connect. */
 #define STANCE_V_SEND (1 << 1)

@@ -525,8 +525,39 @@ static __noinline void report_walked(struct subject *s, struct report *rp)
 }
 
 /* Resolves a struct path into the walk buffer: 0 with r filled, -1 when it cannot be. */
-static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, struct walk_result *r)
+/*
+ * The walk buffer is per CPU. These programs run with migration disabled but, on a kernel with full
+ * preemption, another task on the same CPU may run one of them in between and overwrite the buffer.
+ * Every use of the buffer takes a ticket; a decision made from a buffer whose ticket changed before
+ * the rules were looked up is not trusted (denied, flagged like an unresolvable path).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} walk_ticket SEC(".maps");
+
+static __always_inline __u64 walk_claim(void)
 {
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&walk_ticket, &zero);
+	if (!t)
+		return 0;
+	*t += 1;
+	return *t;
+}
+
+static __always_inline int walk_intact(__u64 ticket)
+{
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&walk_ticket, &zero);
+	return t && ticket && *t == ticket;
+}
+
+static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, struct walk_result *r, __u64 *ticket)
+{
+	*ticket = walk_claim();
 	return resolve_path(dentry, mnt, bpf_get_current_task_btf(), r);
 }
 
@@ -637,8 +668,9 @@ static __noinline int decide_file_open(struct file *file)
 	}
 
 	struct walk_result r = {};
+	__u64 ticket = 0;
 	int allow = 0;
-	if (walk(file->f_path.dentry, mnt, &r) < 0 || r.trunc) {
+	if (walk(file->f_path.dentry, mnt, &r, &ticket) < 0 || r.trunc) {
 		rp.vflags |= STANCE_V_TRUNCATED;
 	} else if (r.anon) {
 		/* No path in any mount (pipe, socket, memfd reached through /proc/self/fd): only a
@@ -647,12 +679,14 @@ static __noinline int decide_file_open(struct file *file)
 		allow = 1;
 	} else {
 		int granted = file_rules_allow(&s, r.start, r.len);
-		if (granted < 0)
+		if (granted < 0 || !walk_intact(ticket))
 			rp.vflags |= STANCE_V_TRUNCATED;
 		else if ((access & ~(__u32)granted) == 0)
 			allow = 1;
 	}
-	decision_cache_op(&s, inode, mnt, access, allow);
+	/* An outcome that depends on the path being resolvable is not cached. */
+	if (!(rp.vflags & STANCE_V_TRUNCATED))
+		decision_cache_op(&s, inode, mnt, access, allow);
 	if (allow)
 		return ALLOW;
 	if (due < 0)
@@ -706,8 +740,9 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 	file_id(f, &rp.ino, &rp.dev);
 
 	struct walk_result r = {};
+	__u64 ticket = 0;
 	int allow = 0;
-	if (walk(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), &r) < 0 || r.trunc) {
+	if (walk(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), &r, &ticket) < 0 || r.trunc) {
 		rp.vflags |= STANCE_V_TRUNCATED;
 	} else {
 		if (r.anon && r.len > 1) {
@@ -717,8 +752,10 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 			r.len -= 1;
 		}
 		int ok = exec_rule_allows(&s, &r, rp.ino, rp.dev);
-		if (ok < 0)
+		if (ok < 0 || !walk_intact(ticket)) {
 			rp.vflags |= STANCE_V_TRUNCATED;
+			ok = 0;
+		}
 		allow = ok == 1;
 	}
 	if (allow)
@@ -994,6 +1031,7 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 	struct vfsmount *mnt = BPF_CORE_READ(u, path.mnt);
 	struct report rp = { .vflags = vflags | STANCE_V_UNIX };
 	struct walk_result r = {};
+	__u64 ticket = 0;
 	struct inode *inode = NULL;
 	int allow = 0;
 	if (dentry) {
@@ -1005,7 +1043,7 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 			rp.ino = BPF_CORE_READ(inode, i_ino);
 			rp.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		}
-		if (walk(dentry, mnt, &r) < 0 || r.trunc)
+		if (walk(dentry, mnt, &r, &ticket) < 0 || r.trunc)
 			rp.vflags |= STANCE_V_TRUNCATED;
 	} else {
 		/* Abstract name (or unbound: a socketpair peer, allowed): "@" and the name, in the
@@ -1022,6 +1060,7 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 		struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 		if (!wb)
 			return not_allowed(&s);
+		ticket = walk_claim();
 		wb->buf[0] = '@';
 		void *name = (void *)addr + bpf_core_field_offset(struct unix_address, name) + 3;
 		if (nlen)
@@ -1030,10 +1069,12 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 	}
 	if (!(rp.vflags & STANCE_V_TRUNCATED)) {
 		int ok = unix_rule_allows(&s, r.start, r.len);
-		if (ok < 0)
+		if (ok < 0 || !walk_intact(ticket)) {
 			rp.vflags |= STANCE_V_TRUNCATED;
+			ok = 0;
+		}
 		allow = ok == 1;
-		if (dentry)
+		if (dentry && !(rp.vflags & STANCE_V_TRUNCATED))
 			decision_cache_op(&s, inode, mnt, STANCE_ACC_UNIX_PEER, allow);
 	}
 	if (allow)

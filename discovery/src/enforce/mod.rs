@@ -84,6 +84,8 @@ pub enum EnforceError {
     },
     #[error("pinned enforcement state at {path} cannot be used: {reason}")]
     PinnedState { path: PathBuf, reason: String },
+    #[error("another Stance enforcer is using the pinned state at {path}")]
+    Busy { path: PathBuf },
 }
 
 /// How each domain is enforced on this kernel, as the daemon reports it at start.
@@ -225,6 +227,8 @@ pub struct Enforcer {
     layout: PinLayout,
     /// Links of this generation, pinned.
     pinned: Vec<PinnedLink>,
+    /// Exclusive use of the pinned state while this enforcer lives.
+    _lock: pin::EnforcerLock,
     policies: BTreeMap<u32, PolicyState>,
     usage: Usage,
     /// Entries whose deletion failed, retried on the next update.
@@ -292,6 +296,7 @@ impl Enforcer {
         }
         let layout = PinLayout::new(&opts.pin_dir);
         layout.create(&opts.pin_dir)?;
+        let lock = layout.lock()?;
         layout.check_pinned_maps()?;
         let meta = read_meta(&layout);
         let keys = match &meta {
@@ -342,6 +347,7 @@ impl Enforcer {
             keys,
             layout,
             pinned: Vec::new(),
+            _lock: lock,
             policies: BTreeMap::new(),
             usage: Usage::default(),
             leftovers: Vec::new(),

@@ -28,6 +28,12 @@ use super::{abi, maps, EnforceError};
 /// statfs(2) f_type of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// Held for the enforcer's lifetime (see `PinLayout::lock`).
+#[derive(Debug)]
+pub struct EnforcerLock {
+    _dir: fs::File,
+}
+
 #[derive(Debug, Clone)]
 pub struct PinLayout {
     /// <pin dir>/enforce-v<ABI>
@@ -62,6 +68,23 @@ impl PinLayout {
                 .map_err(|source| EnforceError::Pin { path: dir.clone(), source })?;
         }
         Ok(())
+    }
+
+    /// One enforcer per pinned state: a second one would retire the first one's links and work from
+    /// a stale view of the maps. An exclusive flock on the directory, which the kernel drops when
+    /// the holder dies (so a daemon killed with SIGKILL never blocks its successor).
+    pub fn lock(&self) -> Result<EnforcerLock, EnforceError> {
+        let dir = fs::File::open(&self.root).map_err(|source| EnforceError::Pin { path: self.root.clone(), source })?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(EnforceError::Busy { path: self.root.clone() });
+            }
+            return Err(EnforceError::Pin { path: self.root.clone(), source: err });
+        }
+        Ok(EnforcerLock { _dir: dir })
     }
 
     /// Refuses pinned maps whose type, key, value or size differ from this build's: reusing them
