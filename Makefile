@@ -33,6 +33,7 @@ root-tests:
 # Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
 vm-tests:
 	target/release/stance-vmtest --bin target/release/stance --bin target/release/canary-loader \
+		--bin target/release/stance-enforce-test --bin target/release/enforce-probe \
 		--lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build

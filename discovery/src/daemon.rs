@@ -101,9 +101,23 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let enforcer = enforcer.map(|mut enforcer| {
         if let Some(ringbuf) = enforcer.take_verdicts() {
             let (tx, rx) = mpsc::channel(verdicts::QUEUE_BATCHES);
-            // MERGE: enforce::verdict::decode(bytes), then policy_id → workload_id and
-            // boot_ns + pipeline::boot_to_unix_offset_ns() → at (see the control report).
-            let decode = |_: &[u8]| -> Result<crate::store::VerdictRecord, &str> { Err("not decodable yet") };
+            // Verdict records → rows: the policy id is the workloads table id, boot time → unix time.
+            let offset = pipeline::boot_to_unix_offset_ns();
+            let decode = move |b: &[u8]| {
+                crate::enforce::verdict::decode(b).map(|v| crate::store::VerdictRecord {
+                    workload_id: i64::from(v.policy_id),
+                    domain: v.domain,
+                    deny: v.deny,
+                    object: v.object,
+                    actor: v.exe,
+                    pid: v.tgid,
+                    tid: v.pid,
+                    cgroup_id: v.cgroup_id,
+                    at: offset.saturating_add(v.boot_ns as i64),
+                    truncated: v.truncated,
+                    send: v.send,
+                })
+            };
             let reader = verdicts::run_reader(ringbuf, decode, tx, verdict_stats.clone(), stop_rx.clone());
             let writer = verdicts::run_writer(rx, store.clone(), verdict_stats.clone());
             verdict_tasks = Some((tokio::spawn(reader), tokio::spawn(writer)));
@@ -206,7 +220,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 /// Starts the enforcer; when it cannot start at all, every domain is reported unavailable with the
 /// reason, and the daemon goes on observing.
 fn start_enforcer(mount: &Path) -> (Option<Enforcer>, crate::enforce::Status) {
-    let opts = StartOptions { self_tgid: std::process::id(), cgroup_mount: mount.to_owned() };
+    let opts = StartOptions::new(std::process::id(), mount.to_owned());
     match Enforcer::start(&opts) {
         Ok((enforcer, status)) => (Some(enforcer), status),
         Err(e) => {

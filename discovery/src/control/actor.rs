@@ -71,7 +71,7 @@ impl Enforcement for Enforcer {
 /// the same reason.
 pub fn unavailable_status(reason: &str) -> Status {
     let un = || Backend::Unavailable(reason.to_owned());
-    Status { process: un(), file: un(), network: un(), capabilities: un() }
+    Status { process: un(), file: un(), network: un(), capabilities: un(), adopted: 0, notes: Vec::new() }
 }
 
 /// How `domain` is enforced according to `status`.

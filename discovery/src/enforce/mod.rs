@@ -3,18 +3,49 @@
 //! Data flow: a `policy::Policy` (compiled from the behaviour graph, later from the recommender)
 //! and per-domain `policy::Modes` → `Enforcer::apply` writes the rules of a new revision into the
 //! pinned BPF maps and swaps each of the workload's cgroups to it atomically → the LSM hooks decide
-//! from kernel objects → deny / would-deny records come back through a ring buffer.
+//! from kernel objects → deny / would-deny records come back through a ring buffer (`verdict`).
 //!
-//! API CONTRACT (bodies being written on the `enforcer` branch; callers code against these names).
+//! Layout: `rules` turns a policy into map entries (pure), `hash` is the keyed path hash both sides
+//! compute, `maps` writes and deletes revisions, `pin` keeps programs and maps in bpffs across
+//! daemon restarts, `canary` proves at start that the programs really deny, `verdict` decodes
+//! records. The kernel side is `probes-ebpf/src/enforce.bpf.c`; the shared layouts are
+//! `probes-ebpf/include/stance_enforce.h` (`abi`).
 
+pub mod abi;
+mod canary;
 pub mod compile;
+pub mod hash;
+pub mod maps;
+pub mod pin;
 pub mod policy;
+pub mod rules;
+pub mod verdict;
 
-use std::fmt;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::PathBuf,
+    time::Duration,
+};
 
-use aya::maps::{MapData, RingBuf};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupSockAddr, Lsm, ProgramError,
+    },
+    Btf, Ebpf, EbpfError, EbpfLoader,
+};
 
 pub use policy::{Domain, Mode, Modes, Policy};
+pub use verdict::CANARY_POLICY_ID;
+
+use hash::HashKeys;
+use maps::{KernelMaps, RevEntries, Usage};
+use pin::PinLayout;
+
+/// The enforcement object, compiled by build.rs from probes-ebpf/src/enforce.bpf.c.
+static ENFORCE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforce.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
@@ -28,6 +59,34 @@ pub enum EnforceError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("policy of workload {workload} cannot be enforced; the previous policy stays in force")]
+    Invalid {
+        workload: String,
+        #[source]
+        source: rules::RuleError,
+    },
+    #[error("no policy {0} is loaded")]
+    UnknownPolicy(u32),
+    #[error("cannot load the enforcement programs")]
+    Load(#[source] EbpfError),
+    #[error("the enforcement object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("enforcement map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot pin enforcement state at {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinned enforcement state at {path} cannot be used: {reason}")]
+    PinnedState { path: PathBuf, reason: String },
+    #[error("another Stance enforcer is using the pinned state at {path}")]
+    Busy { path: PathBuf },
 }
 
 /// How each domain is enforced on this kernel, as the daemon reports it at start.
@@ -58,6 +117,45 @@ pub struct Status {
     pub file: Backend,
     pub network: Backend,
     pub capabilities: Backend,
+    /// Policies found pinned by an earlier daemon and kept in force (0 on a fresh start).
+    pub adopted: usize,
+    /// Things worth a log line (a link that could not be pinned, a previous program kept, ...).
+    pub notes: Vec<String>,
+}
+
+impl Status {
+    pub fn get(&self, d: Domain) -> &Backend {
+        match d {
+            Domain::Process => &self.process,
+            Domain::File => &self.file,
+            Domain::Network => &self.network,
+            Domain::Capabilities => &self.capabilities,
+        }
+    }
+
+    fn set(&mut self, d: Domain, b: Backend) {
+        match d {
+            Domain::Process => self.process = b,
+            Domain::File => self.file = b,
+            Domain::Network => self.network = b,
+            Domain::Capabilities => self.capabilities = b,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in Domain::ALL.into_iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match self.get(d) {
+                Backend::Unavailable(r) => write!(f, "{d}: enforcement unavailable: {r}")?,
+                b => write!(f, "{d}: {b}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Options for `Enforcer::start`.
@@ -67,11 +165,123 @@ pub struct StartOptions {
     pub self_tgid: u32,
     /// cgroup2 mount, for the canary's throwaway cgroup and the sock_addr fallback's attachment.
     pub cgroup_mount: std::path::PathBuf,
+    /// bpffs directory for pinned links and maps (`paths::BPF_PIN_DIR`; tests use their own).
+    pub pin_dir: PathBuf,
+    /// Repeats of one verdict within this window are counted in the next report rather than
+    /// reported each (zero: report every one).
+    pub verdict_window: Duration,
 }
+
+impl StartOptions {
+    pub fn new(self_tgid: u32, cgroup_mount: PathBuf) -> StartOptions {
+        StartOptions {
+            self_tgid,
+            cgroup_mount,
+            pin_dir: PathBuf::from(crate::paths::BPF_PIN_DIR),
+            verdict_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A policy in force, as `Enforcer::policies` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcedPolicy {
+    pub policy_id: u32,
+    /// The name given to the last `apply`; "policy N" for one adopted from an earlier daemon.
+    pub workload: String,
+    pub rev: u32,
+    pub modes: Modes,
+    pub cgroups: BTreeSet<u64>,
+}
+
+struct PolicyState {
+    workload: String,
+    rev: u32,
+    modes: Modes,
+    cgroups: BTreeSet<u64>,
+    entries: RevEntries,
+}
+
+/// LSM programs: (program, hook, domain).
+const LSM_PROGRAMS: &[(&str, &str, Domain)] = &[
+    ("stance_file_open", "file_open", Domain::File),
+    ("stance_bprm_check", "bprm_check_security", Domain::Process),
+    ("stance_ptrace_access_check", "ptrace_access_check", Domain::Process),
+    ("stance_capable", "capable", Domain::Capabilities),
+    ("stance_socket_connect", "socket_connect", Domain::Network),
+    ("stance_socket_sendmsg", "socket_sendmsg", Domain::Network),
+    ("stance_unix_stream_connect", "unix_stream_connect", Domain::Network),
+    ("stance_unix_may_send", "unix_may_send", Domain::Network),
+];
+
+/// The network fallback, attached to the cgroup2 root where BPF-LSM does not deny.
+const SOCK_ADDR_PROGRAMS: &[&str] = &["stance_connect4", "stance_connect6", "stance_sendmsg4", "stance_sendmsg6"];
 
 /// The loaded (or adopted, after a restart) enforcement programs and their pinned maps.
 pub struct Enforcer {
-    _private: (),
+    /// Holds the programs of this generation (their pinned links keep them attached regardless).
+    _ebpf: Option<Ebpf>,
+    maps: KernelMaps,
+    verdicts: Option<RingBuf<MapData>>,
+    status: Status,
+    keys: HashKeys,
+    layout: PinLayout,
+    /// Links of this generation, pinned.
+    pinned: Vec<PinnedLink>,
+    /// Exclusive use of the pinned state while this enforcer lives.
+    _lock: pin::EnforcerLock,
+    policies: BTreeMap<u32, PolicyState>,
+    usage: Usage,
+    /// Entries whose deletion failed, retried on the next update.
+    leftovers: Vec<(u32, u32, RevEntries)>,
+}
+
+fn program_error(err: &ProgramError) -> String {
+    crate::probes::first_line(err)
+}
+
+fn modes_from_kernel(k: [u8; 4]) -> Modes {
+    let mut m = Modes::default();
+    for d in Domain::ALL {
+        let mode = match k[d.index()] {
+            2 => Mode::Enforce,
+            1 => Mode::Audit,
+            _ => Mode::Observe,
+        };
+        m.set(d, mode);
+    }
+    m
+}
+
+fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &str, hook: &str) -> Result<FdLink, String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut Lsm = prog.try_into().map_err(|e| program_error(&e))?;
+    p.load(hook, btf).map_err(|e| program_error(&e))?;
+    let id = p.attach().map_err(|e| program_error(&e))?;
+    let link = p.take_link(id).map_err(|e| program_error(&e))?;
+    Ok(link.into())
+}
+
+fn load_sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &std::fs::File) -> Result<FdLink, String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| program_error(&e))?;
+    p.load().map_err(|e| program_error(&e))?;
+    // Kernels >= 5.7 attach through a bpf_link, which always runs alongside other programs
+    // (BPF_LINK_CREATE takes no flags: Single means "no flags" there).
+    let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(|e| program_error(&e))?;
+    let link = p.take_link(id).map_err(|e| program_error(&e))?;
+    FdLink::try_from(link).map_err(|e| format!("{name}: not an fd link: {e}"))
+}
+
+fn read_meta(layout: &PinLayout) -> Option<abi::stance_enforce_meta> {
+    let path = layout.map("enforce_meta");
+    if !path.exists() {
+        return None;
+    }
+    let data = MapData::from_pin(&path).ok()?;
+    let arr: aya::maps::Array<MapData, abi::stance_enforce_meta> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).ok()?;
+    arr.get(&0, 0).ok().filter(|m| m.magic == abi::STANCE_META_MAGIC)
 }
 
 impl Enforcer {
@@ -79,12 +289,154 @@ impl Enforcer {
     /// daemon; runs the canary self-test; falls back to cgroup sock_addr programs for the network
     /// domain where BPF-LSM does not deny. Never fails just because BPF-LSM is missing: the status
     /// says so per domain.
-    pub fn start(_opts: &StartOptions) -> Result<(Enforcer, Status), EnforceError> {
-        Err(EnforceError::Unavailable("the enforcer is not built yet".into()))
+    pub fn start(opts: &StartOptions) -> Result<(Enforcer, Status), EnforceError> {
+        if ENFORCE_OBJ.is_empty() {
+            return Err(EnforceError::Unavailable(
+                "this binary was built with STANCE_SKIP_BPF=1 and carries no BPF programs".into(),
+            ));
+        }
+        let layout = PinLayout::new(&opts.pin_dir);
+        layout.create(&opts.pin_dir)?;
+        let lock = layout.lock()?;
+        layout.check_pinned_maps()?;
+        let meta = read_meta(&layout);
+        let keys = match &meta {
+            Some(m) => HashKeys(m.hash_key),
+            None => HashKeys::random().map_err(|e| EnforceError::Unavailable(format!("getrandom: {e}")))?,
+        };
+        let generation = meta.as_ref().map_or(0, |m| m.last_generation) + 1;
+        let last_rev = meta.as_ref().map_or(0, |m| m.last_rev);
+
+        let btf = Btf::from_sys_fs().map_err(|e| EnforceError::Unavailable(format!("no kernel BTF: {e}")))?;
+        let window_ns = opts.verdict_window.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            .override_global("stance_tgid", &opts.self_tgid, true)
+            .override_global("hash_key", &keys.0, true)
+            .override_global("verdict_window_ns", &window_ns, true);
+        let pin_paths: Vec<(&str, PathBuf)> = maps::PINNED.iter().map(|n| (*n, layout.map(n))).collect();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(ENFORCE_OBJ).map_err(EnforceError::Load)?;
+        let mut kmaps = KernelMaps::take(&mut ebpf)?;
+        let meta = abi::stance_enforce_meta {
+            magic: abi::STANCE_META_MAGIC,
+            hash_key: keys.0,
+            last_rev,
+            last_generation: generation,
+        };
+        kmaps.meta.set(0, meta, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
+        let ring = ebpf.take_map("verdicts").ok_or(EnforceError::MissingMap("verdicts"))?;
+        let verdicts = RingBuf::try_from(ring).map_err(|source| EnforceError::Map { name: "verdicts", source })?;
+
+        let unknown = || Backend::Unavailable("not tried".into());
+        let status = Status {
+            process: unknown(),
+            file: unknown(),
+            network: unknown(),
+            capabilities: unknown(),
+            adopted: 0,
+            notes: Vec::new(),
+        };
+        let mut enf = Enforcer {
+            _ebpf: None,
+            maps: kmaps,
+            verdicts: Some(verdicts),
+            status,
+            keys,
+            layout,
+            pinned: Vec::new(),
+            _lock: lock,
+            policies: BTreeMap::new(),
+            usage: Usage::default(),
+            leftovers: Vec::new(),
+        };
+        enf.adopt()?;
+        enf.status.adopted = enf.policies.len();
+        canary::remove_stale(&opts.cgroup_mount);
+
+        // BPF-LSM: every program of a domain must attach for the domain to count.
+        let mut links: Vec<(&'static str, FdLink)> = Vec::new();
+        let mut failed: BTreeMap<Domain, String> = BTreeMap::new();
+        let mut failed_programs: BTreeSet<String> = BTreeSet::new();
+        for &(name, hook, domain) in LSM_PROGRAMS {
+            match load_lsm(&mut ebpf, &btf, name, hook) {
+                Ok(link) => links.push((name, link)),
+                Err(e) => {
+                    failed_programs.insert(name.to_owned());
+                    failed.entry(domain).or_insert(format!("BPF-LSM program {name} cannot be loaded: {e}"));
+                }
+            }
+        }
+        let lsm_proof: Result<(), String> = match failed.get(&Domain::File) {
+            Some(reason) => Err(reason.clone()),
+            None => enf.lsm_canary(opts),
+        };
+        match &lsm_proof {
+            Ok(()) => {
+                for d in Domain::ALL {
+                    let b = match failed.get(&d) {
+                        Some(r) => Backend::Unavailable(r.clone()),
+                        None => Backend::BpfLsm,
+                    };
+                    enf.status.set(d, b);
+                }
+            }
+            Err(reason) => {
+                // Attached but not denying (or not loadable): detach, and say why per domain.
+                links.clear();
+                for d in Domain::ALL {
+                    let r = failed.get(&d).unwrap_or(reason);
+                    enf.status.set(d, Backend::Unavailable(r.clone()));
+                }
+            }
+        }
+
+        if enf.status.network != Backend::BpfLsm {
+            let lsm_reason = match &enf.status.network {
+                Backend::Unavailable(r) => r.clone(),
+                _ => String::new(),
+            };
+            match enf.sock_addr_fallback(&mut ebpf, opts) {
+                Ok(fallback) => {
+                    links.extend(fallback);
+                    enf.status.network = Backend::CgroupSockAddr;
+                    enf.status.notes.push(format!("network: BPF-LSM not used ({lsm_reason})"));
+                }
+                Err(e) => {
+                    enf.status.network = Backend::Unavailable(format!("{lsm_reason}; cgroup sock_addr fallback: {e}"));
+                }
+            }
+        }
+
+        for (name, link) in links {
+            match enf.layout.pin_link(generation, name, link) {
+                Ok(p) => enf.pinned.push(p),
+                Err(e) => {
+                    // The FdLink was consumed by the failed pin; the program detached with it.
+                    enf.status.notes.push(format!("{name}: {e}; it is not attached"));
+                }
+            }
+        }
+        for old in enf.layout.generations() {
+            if old != generation {
+                let kept = enf.layout.retire(old, &failed_programs);
+                for k in kept {
+                    enf.status.notes.push(format!(
+                        "{k} of an earlier daemon (generation {old}) stays attached: this daemon could not load its own"
+                    ));
+                }
+            }
+        }
+        enf._ebpf = Some(ebpf);
+        let status = enf.status.clone();
+        Ok((enf, status))
     }
 
     pub fn status(&self) -> &Status {
-        unreachable!()
+        &self.status
     }
 
     /// Installs `policy` with `modes` for the workload `policy_id` (a stable number per workload,
@@ -93,27 +445,344 @@ impl Enforcer {
     /// all observe mean `release`.
     pub fn apply(
         &mut self,
-        _workload: &str,
-        _policy_id: u32,
-        _cgroups: &[u64],
-        _policy: &Policy,
-        _modes: Modes,
+        workload: &str,
+        policy_id: u32,
+        cgroups: &[u64],
+        policy: &Policy,
+        modes: Modes,
     ) -> Result<u32, EnforceError> {
-        unreachable!()
+        if modes.is_observe_only() {
+            self.release(policy_id)?;
+            return Ok(0);
+        }
+        let compiled = rules::compile(policy, &self.keys)
+            .map_err(|source| EnforceError::Invalid { workload: workload.to_owned(), source })?;
+        self.retry_leftovers();
+        let target: BTreeSet<u64> = cgroups.iter().copied().collect();
+        let known: BTreeSet<u64> = self.policies.values().flat_map(|p| p.cgroups.iter().copied()).collect();
+        let need = Usage {
+            file: compiled.files.len(),
+            exec: compiled.execs.len(),
+            net: compiled.net.len(),
+            unix: compiled.unix.len(),
+            info: 1,
+            cgroups: target.difference(&known).count(),
+        };
+        if let Some((what, needed, free)) = self.usage.first_overflow(&need) {
+            return Err(EnforceError::TooLarge { workload: workload.to_owned(), what, needed, free });
+        }
+        let update_err = |source| EnforceError::Update { workload: workload.to_owned(), source };
+        let rev = self.next_rev().map_err(update_err)?;
+        let kmodes = modes.kernel();
+        let entries = match self.maps.write_revision(policy_id, rev, &compiled, kmodes) {
+            Ok(e) => e,
+            Err((source, partial)) => {
+                self.usage.add(&partial);
+                self.delete_rev(policy_id, rev, partial);
+                return Err(update_err(source));
+            }
+        };
+        self.usage.add(&entries);
+
+        // The swap: one map update per cgroup, each atomic for the programs reading it.
+        let value = abi::stance_cgroup_policy { policy_id, rev, mode: kmodes, _pad: 0 };
+        let mut swapped: Vec<(u64, Option<abi::stance_cgroup_policy>)> = Vec::new();
+        for &cg in &target {
+            let prev = self.maps.cgroup_policy.get(&cg, 0).ok();
+            if let Err(source) = self.maps.cgroup_policy.insert(cg, value, 0) {
+                for (cg, prev) in swapped.iter().rev() {
+                    let _ = match prev {
+                        Some(v) => self.maps.cgroup_policy.insert(*cg, *v, 0),
+                        None => self.maps.cgroup_policy.remove(cg),
+                    };
+                }
+                let _ = self.maps.grace_period();
+                self.delete_rev(policy_id, rev, entries);
+                return Err(update_err(source));
+            }
+            swapped.push((cg, prev));
+        }
+        let old = self.policies.remove(&policy_id);
+        if let Some(old) = &old {
+            for cg in old.cgroups.difference(&target) {
+                let _ = self.maps.cgroup_policy.remove(cg);
+            }
+        }
+        for other in self.policies.values_mut() {
+            other.cgroups.retain(|cg| !target.contains(cg));
+        }
+        self.policies
+            .insert(policy_id, PolicyState { workload: workload.to_owned(), rev, modes, cgroups: target, entries });
+        self.recount_cgroups();
+
+        if let Some(old) = old {
+            // No program may still be deciding with the old revision when it goes.
+            match self.maps.grace_period() {
+                Ok(()) => self.delete_rev(policy_id, old.rev, old.entries),
+                Err(_) => self.leftovers.push((policy_id, old.rev, old.entries)),
+            }
+        }
+        Ok(rev)
     }
 
     /// A new cgroup of a workload already in audit/enforce (container restart, new launch).
-    pub fn add_cgroup(&mut self, _policy_id: u32, _cgroup: u64) -> Result<(), EnforceError> {
-        unreachable!()
+    pub fn add_cgroup(&mut self, policy_id: u32, cgroup: u64) -> Result<(), EnforceError> {
+        let st = self.policies.get(&policy_id).ok_or(EnforceError::UnknownPolicy(policy_id))?;
+        if st.cgroups.contains(&cgroup) {
+            return Ok(());
+        }
+        let workload = st.workload.clone();
+        let known = self.policies.values().any(|p| p.cgroups.contains(&cgroup));
+        if !known {
+            let need = Usage { cgroups: 1, ..Default::default() };
+            if let Some((what, needed, free)) = self.usage.first_overflow(&need) {
+                return Err(EnforceError::TooLarge { workload, what, needed, free });
+            }
+        }
+        let value = abi::stance_cgroup_policy { policy_id, rev: st.rev, mode: st.modes.kernel(), _pad: 0 };
+        self.maps
+            .cgroup_policy
+            .insert(cgroup, value, 0)
+            .map_err(|source| EnforceError::Update { workload, source })?;
+        for other in self.policies.values_mut() {
+            other.cgroups.remove(&cgroup);
+        }
+        if let Some(st) = self.policies.get_mut(&policy_id) {
+            st.cgroups.insert(cgroup);
+        }
+        self.recount_cgroups();
+        Ok(())
+    }
+
+    /// A cgroup that is gone (rmdir) or left the workload: its entry is removed.
+    pub fn remove_cgroup(&mut self, cgroup: u64) -> Result<(), EnforceError> {
+        let owner = self.policies.iter().find(|(_, p)| p.cgroups.contains(&cgroup)).map(|(id, p)| (*id, p.workload.clone()));
+        let Some((id, workload)) = owner else { return Ok(()) };
+        match self.maps.cgroup_policy.remove(&cgroup) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(EnforceError::Update { workload, source }),
+        }
+        if let Some(p) = self.policies.get_mut(&id) {
+            p.cgroups.remove(&cgroup);
+        }
+        self.recount_cgroups();
+        Ok(())
     }
 
     /// Stops evaluating the workload: its cgroups' entries and rules are removed.
-    pub fn release(&mut self, _policy_id: u32) -> Result<(), EnforceError> {
-        unreachable!()
+    pub fn release(&mut self, policy_id: u32) -> Result<(), EnforceError> {
+        let Some(st) = self.policies.remove(&policy_id) else { return Ok(()) };
+        for cg in &st.cgroups {
+            let ours = self.maps.cgroup_policy.get(cg, 0).is_ok_and(|v| v.policy_id == policy_id);
+            if !ours {
+                continue;
+            }
+            match self.maps.cgroup_policy.remove(cg) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    let workload = st.workload.clone();
+                    self.policies.insert(policy_id, st);
+                    return Err(EnforceError::Update { workload, source });
+                }
+            }
+        }
+        self.recount_cgroups();
+        match self.maps.grace_period() {
+            Ok(()) => self.delete_rev(policy_id, st.rev, st.entries),
+            Err(_) => self.leftovers.push((policy_id, st.rev, st.entries)),
+        }
+        Ok(())
     }
 
-    /// The deny / would-deny ring buffer (records: stance_verdict_event + exe + object). Once.
+    /// The deny / would-deny ring buffer (records: stance_verdict_event + object + exe; decode
+    /// with `verdict::decode`). Once.
     pub fn take_verdicts(&mut self) -> Option<RingBuf<MapData>> {
-        unreachable!()
+        self.verdicts.take()
+    }
+
+    /// Every policy in force (after a restart: what was adopted from the pins).
+    pub fn policies(&self) -> Vec<EnforcedPolicy> {
+        self.policies
+            .iter()
+            .map(|(id, p)| EnforcedPolicy {
+                policy_id: *id,
+                workload: p.workload.clone(),
+                rev: p.rev,
+                modes: p.modes,
+                cgroups: p.cgroups.clone(),
+            })
+            .collect()
+    }
+
+    /// Verdicts the kernel could not report since these programs were loaded: (ring buffer full,
+    /// record could not be built). The decisions were made all the same.
+    pub fn verdict_losses(&self) -> (u64, u64) {
+        self.maps.verdict_losses()
+    }
+
+    /// Ends enforcement entirely: unpins every link (detaching the programs) and every map. For
+    /// uninstalling and for tests; a daemon that merely stops keeps its pins (see README).
+    pub fn remove_all(self) -> Result<(), EnforceError> {
+        let layout = self.layout.clone();
+        drop(self);
+        layout.remove_all()
+    }
+
+    // ---- internals ---------------------------------------------------------------------------
+
+    fn next_rev(&mut self) -> Result<u32, aya::maps::MapError> {
+        let mut meta = self.maps.meta.get(&0, 0)?;
+        meta.last_rev = meta.last_rev.wrapping_add(1).max(1);
+        self.maps.meta.set(0, meta, 0)?;
+        Ok(meta.last_rev)
+    }
+
+    fn recount_cgroups(&mut self) {
+        self.usage.cgroups = self.policies.values().map(|p| p.cgroups.len()).sum();
+    }
+
+    /// Deletes a revision's entries (after a grace period, where it was ever live); what fails to
+    /// go is kept for a retry and still counted.
+    fn delete_rev(&mut self, policy_id: u32, rev: u32, entries: RevEntries) {
+        let left = self.maps.delete_revision(policy_id, rev, &entries);
+        self.usage.sub(&entries);
+        if !left.is_empty() {
+            self.usage.add(&left);
+            tracing::warn!(policy_id, rev, "some entries of an old revision could not be deleted; will retry");
+            self.leftovers.push((policy_id, rev, left));
+        }
+    }
+
+    fn retry_leftovers(&mut self) {
+        if self.leftovers.is_empty() || self.maps.grace_period().is_err() {
+            return;
+        }
+        for (id, rev, entries) in std::mem::take(&mut self.leftovers) {
+            self.delete_rev(id, rev, entries);
+        }
+    }
+
+    /// Rebuilds the in-memory view from pinned maps: keeps each policy's live revision (and points
+    /// every one of its cgroups at it), deletes incomplete and superseded revisions and whatever the
+    /// canary of a dead daemon left.
+    fn adopt(&mut self) -> Result<(), EnforceError> {
+        let scanned = self.maps.scan()?;
+        for e in scanned.revs.values() {
+            self.usage.add(e);
+        }
+        let ids: BTreeSet<u32> =
+            scanned.revs.keys().map(|k| k.0).chain(scanned.cgroups.values().map(|v| v.policy_id)).collect();
+        let mut garbage: Vec<(u32, u32)> = Vec::new();
+        let mut max_rev = 0;
+        for id in ids {
+            let (live, rest) = if id == CANARY_POLICY_ID {
+                (None, scanned.revs.keys().filter(|k| k.0 == id).map(|k| k.1).collect())
+            } else {
+                maps::live_revision(id, &scanned)
+            };
+            garbage.extend(rest.iter().map(|r| (id, *r)));
+            max_rev = max_rev.max(rest.iter().copied().max().unwrap_or(0));
+            let cgroups: Vec<(u64, abi::stance_cgroup_policy)> =
+                scanned.cgroups.iter().filter(|(_, v)| v.policy_id == id).map(|(c, v)| (*c, *v)).collect();
+            let Some(rev) = live else {
+                for (cg, _) in cgroups {
+                    let _ = self.maps.cgroup_policy.remove(&cg);
+                }
+                continue;
+            };
+            max_rev = max_rev.max(rev);
+            let info = scanned.infos.get(&(id, rev)).copied().unwrap_or_default();
+            for (cg, v) in &cgroups {
+                if v.rev != rev {
+                    let value = abi::stance_cgroup_policy { policy_id: id, rev, mode: info.mode, _pad: 0 };
+                    self.maps
+                        .cgroup_policy
+                        .insert(*cg, value, 0)
+                        .map_err(|source| EnforceError::Map { name: "cgroup_policy", source })?;
+                }
+            }
+            self.policies.insert(
+                id,
+                PolicyState {
+                    workload: format!("policy {id}"),
+                    rev,
+                    modes: modes_from_kernel(info.mode),
+                    cgroups: cgroups.iter().map(|(c, _)| *c).collect(),
+                    entries: scanned.revs.get(&(id, rev)).cloned().unwrap_or_default(),
+                },
+            );
+        }
+        self.recount_cgroups();
+        let mut meta = self.maps.meta.get(&0, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
+        if max_rev > meta.last_rev {
+            meta.last_rev = max_rev;
+            self.maps.meta.set(0, meta, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
+        }
+        if !garbage.is_empty() {
+            self.maps.grace_period().map_err(|source| EnforceError::Map { name: "rcu_barrier", source })?;
+            for (id, rev) in garbage {
+                let entries = scanned.revs.get(&(id, rev)).cloned().unwrap_or_default();
+                self.delete_rev(id, rev, entries);
+            }
+        }
+        Ok(())
+    }
+
+    /// BPF-LSM denies for real: a child in a throwaway cgroup whose file domain is in enforce with
+    /// nothing allowed is refused a file, which this process (outside the cgroup) can read.
+    fn lsm_canary(&mut self, opts: &StartOptions) -> Result<(), String> {
+        let target = std::env::temp_dir().join(format!("stance-enforce-canary-{}", std::process::id()));
+        std::fs::write(&target, b"canary\n").map_err(|e| format!("canary file {}: {e}", target.display()))?;
+        let result = (|| {
+            let cg = canary::CanaryCgroup::create(&opts.cgroup_mount, "lsm")
+                .map_err(|e| format!("canary cgroup under {}: {e}", opts.cgroup_mount.display()))?;
+            let modes = Modes { file: Mode::Enforce, ..Default::default() };
+            self.apply("stance canary", CANARY_POLICY_ID, &[cg.id], &Policy::default(), modes)
+                .map_err(|e| format!("canary policy: {e}"))?;
+            let outcome = cg.open_probe(&target);
+            let _ = self.release(CANARY_POLICY_ID);
+            match outcome {
+                canary::Outcome::Denied => {}
+                canary::Outcome::NotDenied => return Err("BPF-LSM is not active: canary was not denied".to_owned()),
+                canary::Outcome::Failed(why) => return Err(format!("BPF-LSM canary could not run: {why}")),
+            }
+            std::fs::read(&target)
+                .map(|_| ())
+                .map_err(|e| format!("BPF-LSM canary: the same open outside the canary cgroup failed too: {e}"))
+        })();
+        let _ = std::fs::remove_file(&target);
+        result
+    }
+
+    /// Loads and attaches the cgroup sock_addr programs at the cgroup2 root, and proves they deny.
+    fn sock_addr_fallback(
+        &mut self,
+        ebpf: &mut Ebpf,
+        opts: &StartOptions,
+    ) -> Result<Vec<(&'static str, FdLink)>, String> {
+        let root = std::fs::File::open(&opts.cgroup_mount)
+            .map_err(|e| format!("cannot open the cgroup2 root {}: {e}", opts.cgroup_mount.display()))?;
+        let mut links = Vec::new();
+        for &name in SOCK_ADDR_PROGRAMS {
+            links.push((name, load_sock_addr(ebpf, name, &root).map_err(|e| format!("{name}: {e}"))?));
+        }
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("canary listener: {e}"))?;
+        let addr = match listener.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => a,
+            other => return Err(format!("canary listener address: {other:?}")),
+        };
+        let cg = canary::CanaryCgroup::create(&opts.cgroup_mount, "net")
+            .map_err(|e| format!("canary cgroup under {}: {e}", opts.cgroup_mount.display()))?;
+        let modes = Modes { network: Mode::Enforce, ..Default::default() };
+        self.apply("stance canary", CANARY_POLICY_ID, &[cg.id], &Policy::default(), modes)
+            .map_err(|e| format!("canary policy: {e}"))?;
+        let outcome = cg.connect_probe(addr);
+        let _ = self.release(CANARY_POLICY_ID);
+        match outcome {
+            canary::Outcome::Denied => Ok(links),
+            canary::Outcome::NotDenied => Err("the canary connect was not denied".into()),
+            canary::Outcome::Failed(why) => Err(format!("canary could not run: {why}")),
+        }
     }
 }

@@ -191,7 +191,8 @@ impl LossCounters {
     }
 }
 
-fn first_line(err: &ProgramError) -> String {
+/// One line saying why a program failed to load or attach (shared with `enforce`).
+pub(crate) fn first_line(err: &ProgramError) -> String {
     // Keep the verifier's last meaningful line: that is where the reason is.
     if let ProgramError::LoadError { io_error, verifier_log } = err {
         let last = verifier_log.to_string();

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Path resolution shared by Stance's BPF programs (observe.bpf.c and enforce.bpf.c): a struct path
+ * (dentry + vfsmount) is turned into the absolute path the acting task sees, by walking dentries up
+ * and crossing mounts up to the task's root, in a per-CPU scratch buffer. Paths that do not fit or
+ * are deeper than the walk are flagged (trunc), never silently cut; objects with no path in any mount
+ * (memfd, pipes, sockets) are flagged anon and written as "/<name>".
+ *
+ * Include after vmlinux.h, the libbpf headers and stance_events.h.
+ */
+#ifndef STANCE_PATH_BPF_H
+#define STANCE_PATH_BPF_H
+
+/*
+ * Clamp a size or offset with an AND that stays in the instruction stream. clang drops a mask it
+ * can prove redundant, and some verifiers (6.12's, with linked scalar ids) lose the bound the
+ * compiler relied on and then reject the helper call as unbounded.
+ */
+#define BOUND(v, mask)                                  \
+	({                                              \
+		__u64 __b = (v);                        \
+		asm volatile("%0 &= " #mask : "+r"(__b)); \
+		__b;                                    \
+	})
+
+#define WALK_BUF (STANCE_PATH_MAX + 256)
+#define MAX_COMPONENTS 2048
+
+struct walk_buf {
+	char buf[WALK_BUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_buf);
+} walk_scratch SEC(".maps");
+
+/* ---- path resolution ---------------------------------------------------------------------- */
+
+struct walk_ctx {
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct dentry *mnt_root;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	struct walk_buf *wb;
+	__u32 pos;
+	__u32 done;
+	__u32 trunc;
+	__u32 anon;
+};
+
+static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
+{
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	if (len > 255)
+		len = 255;
+	if (len + 1 >= c->pos) {
+		c->trunc = 1;
+		return 1;
+	}
+	c->pos -= len;
+	bpf_probe_read_kernel(&c->wb->buf[BOUND(c->pos, 4095)], BOUND(len, 255), name);
+	c->pos -= 1;
+	c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
+	return 0;
+}
+
+static long walk_step(__u32 index, void *ctx)
+{
+	struct walk_ctx *c = ctx;
+	struct dentry *d = c->dentry;
+	struct vfsmount *vfsmnt = (struct vfsmount *)((void *)c->mnt + bpf_core_field_offset(struct mount, mnt));
+
+	if (d == c->root_dentry && vfsmnt == c->root_mnt) {
+		c->done = 1;
+		return 1;
+	}
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == c->mnt_root || d == parent) {
+		if (d != c->mnt_root) {
+			/* A dentry that is its own parent but not a mount root: an anonymous or
+			 * pseudo file (memfd, pipe, socket). Its name is all there is. */
+			c->anon = 1;
+			if (!write_name(c, d))
+				c->done = 1;
+			return 1;
+		}
+		struct mount *mnt = c->mnt;
+		struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mparent == mnt) {
+			/* The root of the mount tree. */
+			c->done = 1;
+			return 1;
+		}
+		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		c->mnt = mparent;
+		c->mnt_root = BPF_CORE_READ(mparent, mnt.mnt_root);
+		return 0;
+	}
+	if (write_name(c, d))
+		return 1;
+	c->dentry = parent;
+	return 0;
+}
+
+struct walk_result {
+	__u32 start;
+	__u32 len;
+	__u32 trunc;
+	__u32 anon;
+};
+
+/*
+ * Resolve a struct path to an absolute path as the task sees it (up to its root), written at the
+ * end of walk_scratch. Returns the start offset and length there.
+ */
+static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
+				   struct walk_result *res)
+{
+	__u32 zero = 0;
+	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!wb || !dentry || !vfsmnt)
+		return -1;
+	struct walk_ctx c = {
+		.dentry = dentry,
+		.mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt)),
+		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
+		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.wb = wb,
+		.pos = STANCE_PATH_MAX - 1,
+	};
+	bpf_loop(MAX_COMPONENTS, walk_step, &c, 0);
+	if (!c.done)
+		c.trunc = 1;
+	if (c.pos == STANCE_PATH_MAX - 1) {
+		c.pos -= 1;
+		wb->buf[c.pos & (STANCE_PATH_MAX - 1)] = '/';
+	}
+	res->start = c.pos;
+	res->len = STANCE_PATH_MAX - 1 - c.pos;
+	res->trunc = c.trunc;
+	res->anon = c.anon;
+	return 0;
+}
+
+static __always_inline struct file *task_exe_file(struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (!mm)
+		return NULL;
+	return BPF_CORE_READ(mm, exe_file);
+}
+
+/*
+ * The current task's executable identity by direct loads through BTF pointers (no helper calls):
+ * this runs for every open and connect before the dedup lookup, so it must be cheap.
+ */
+static __always_inline void current_exe_id(struct task_struct *task, __u64 *ino, __u32 *dev)
+{
+	struct mm_struct *mm = task->mm;
+	if (!mm)
+		return;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return;
+	struct inode *inode = exe->f_inode;
+	if (!inode)
+		return;
+	*ino = inode->i_ino;
+	*dev = inode->i_sb->s_dev;
+}
+
+static __always_inline void file_id(struct file *f, __u64 *ino, __u32 *dev)
+{
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	*dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+}
+
+#endif /* STANCE_PATH_BPF_H */

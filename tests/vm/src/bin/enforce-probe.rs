@@ -1,0 +1,437 @@
+//! `enforce-probe ACTION ARGS...`: one thing a workload might try, through a chosen kernel entry
+//! point, for the enforcement scenarios. Prints `ok` (exit 0), `EPERM` (exit 1) or another error
+//! (exit 2); usage errors exit 64.
+//!
+//! Actions:
+//!   open PATH [r|w|rw|creat|trunc]   open(2), then read or write one byte
+//!   deep-make DIR SEG N              mkdir+chdir SEG N times below DIR (relative steps: the whole
+//!                                    path may exceed PATH_MAX), then create the file `f` there
+//!   deep-open DIR SEG N              chdir the same way, then open `f` for reading
+//!   openat2 PATH                     openat2(2) for reading
+//!   uring-open PATH                  io_uring IORING_OP_OPENAT for reading (raw syscalls)
+//!   exec PATH                        execve(PATH, ["probe", "true"])
+//!   execveat DIR NAME                execveat(dirfd, NAME)
+//!   fexecve PATH                     execveat(fd, "", AT_EMPTY_PATH)
+//!   memfd-exec SRC NAME              copy SRC into memfd NAME, execveat(memfd, "", AT_EMPTY_PATH)
+//!   connect ADDR PORT                TCP connect (ADDR may be IPv6, e.g. ::ffff:127.0.0.1)
+//!   udp-send ADDR PORT               sendto without connect
+//!   unix-connect PATH|@NAME          unix stream connect
+//!   raw-socket                       socket(AF_INET, SOCK_RAW, IPPROTO_ICMP): CAP_NET_RAW
+//!   chown PATH UID                   chown(2) to another owner: CAP_CHOWN
+//!   ptrace PID                       PTRACE_ATTACH (then detach)
+//!   serve-tcp PORT | serve-unix PATH|@NAME   accept connections until killed
+//!   bench-open PATH N                N × (open + close), prints `ns-per-op: X`
+//!   bench-exec PATH N                N × (fork + exec PATH true + wait), prints `ns-per-op: X`
+//!   true                             exit 0 (the target of the exec actions)
+
+use std::{
+    ffi::{CString, OsString},
+    io::{self, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream},
+    process::ExitCode,
+    time::Instant,
+};
+
+type Outcome = io::Result<()>;
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("argument without NUL bytes")
+}
+
+fn last_err() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(last_err())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The argv and envp every exec action uses: the target (this program's copy) runs `true`.
+fn exec_args() -> ([*const libc::c_char; 3], [*const libc::c_char; 1], [CString; 2]) {
+    let strs = [cstr("probe"), cstr("true")];
+    let argv = [strs[0].as_ptr(), strs[1].as_ptr(), std::ptr::null()];
+    (argv, [std::ptr::null()], strs)
+}
+
+fn open(path: &str, how: &str) -> Outcome {
+    let flags = match how {
+        "r" => libc::O_RDONLY,
+        "w" => libc::O_WRONLY,
+        "rw" => libc::O_RDWR,
+        "creat" => libc::O_WRONLY | libc::O_CREAT,
+        "trunc" => libc::O_WRONLY | libc::O_TRUNC,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "mode is r, w, rw, creat or trunc")),
+    };
+    let p = cstr(path);
+    // SAFETY: a valid NUL-terminated path; the fd is closed below.
+    let fd = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, 0o644) } as libc::c_long)? as i32;
+    // SAFETY: fd is ours; one byte to and from a stack buffer.
+    unsafe {
+        let mut b = [0u8; 1];
+        if how == "r" || how == "rw" {
+            libc::read(fd, b.as_mut_ptr().cast(), 1);
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn openat2(path: &str) -> Outcome {
+    let p = cstr(path);
+    let how = OpenHow { flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64, mode: 0, resolve: 0 };
+    // SAFETY: openat2 with a valid path and open_how of the size passed.
+    let fd = check(unsafe {
+        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, p.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    })?;
+    // SAFETY: closing the fd just opened.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// io_uring without liburing: one ring of one entry, one IORING_OP_OPENAT, one completion.
+mod uring {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct SqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        flags: u32,
+        dropped: u32,
+        array: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct CqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        overflow: u32,
+        cqes: u32,
+        flags: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        sq_thread_cpu: u32,
+        sq_thread_idle: u32,
+        features: u32,
+        wq_fd: u32,
+        resv: [u32; 3],
+        sq_off: SqOffsets,
+        cq_off: CqOffsets,
+    }
+
+    #[repr(C)]
+    struct Sqe {
+        opcode: u8,
+        flags: u8,
+        ioprio: u16,
+        fd: i32,
+        off: u64,
+        addr: u64,
+        len: u32,
+        open_flags: u32,
+        user_data: u64,
+        pad: [u64; 3],
+    }
+
+    #[repr(C)]
+    struct Cqe {
+        user_data: u64,
+        res: i32,
+        flags: u32,
+    }
+
+    const IORING_OP_OPENAT: u8 = 18;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+    const IORING_ENTER_GETEVENTS: u32 = 1;
+
+    unsafe fn map(fd: i32, len: usize, off: i64) -> io::Result<*mut u8> {
+        // SAFETY: the caller passes a ring fd and a length/offset from io_uring_setup's params.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, off)
+        };
+        if p == libc::MAP_FAILED {
+            Err(last_err())
+        } else {
+            Ok(p.cast())
+        }
+    }
+
+    pub fn open(path: &str) -> Outcome {
+        let p = cstr(path);
+        let mut params = Params::default();
+        // SAFETY: every pointer below comes from mmaps of the ring fd at the offsets and sizes the
+        // kernel reported in `params`; the ring has one entry, used once; volatile accesses stand in
+        // for the atomics liburing uses (single-threaded, and io_uring_enter is a full barrier).
+        unsafe {
+            let fd = check(libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut params as *mut Params))? as i32;
+            let sq = map(fd, (params.sq_off.array + params.sq_entries * 4) as usize, IORING_OFF_SQ_RING)?;
+            let cq = map(fd, (params.cq_off.cqes + params.cq_entries * 16) as usize, IORING_OFF_CQ_RING)?;
+            let sqes = map(fd, params.sq_entries as usize * 64, IORING_OFF_SQES)?.cast::<Sqe>();
+            sqes.write(Sqe {
+                opcode: IORING_OP_OPENAT,
+                flags: 0,
+                ioprio: 0,
+                fd: libc::AT_FDCWD,
+                off: 0,
+                addr: p.as_ptr() as u64,
+                len: 0,
+                open_flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
+                user_data: 7,
+                pad: [0; 3],
+            });
+            let tail = sq.add(params.sq_off.tail as usize).cast::<u32>();
+            let mask = *sq.add(params.sq_off.ring_mask as usize).cast::<u32>();
+            let t = tail.read_volatile();
+            sq.add(params.sq_off.array as usize).cast::<u32>().add((t & mask) as usize).write_volatile(0);
+            tail.write_volatile(t.wrapping_add(1));
+            check(libc::syscall(libc::SYS_io_uring_enter, fd, 1u32, 1u32, IORING_ENTER_GETEVENTS, 0usize, 0usize))?;
+            let head = cq.add(params.cq_off.head as usize).cast::<u32>();
+            let cmask = *cq.add(params.cq_off.ring_mask as usize).cast::<u32>();
+            let h = head.read_volatile();
+            let cqe = cq.add(params.cq_off.cqes as usize).cast::<Cqe>().add((h & cmask) as usize).read_volatile();
+            head.write_volatile(h.wrapping_add(1));
+            libc::close(fd);
+            if cqe.user_data != 7 {
+                return Err(io::Error::other("unexpected completion"));
+            }
+            if cqe.res < 0 {
+                return Err(io::Error::from_raw_os_error(-cqe.res));
+            }
+            libc::close(cqe.res);
+        }
+        Ok(())
+    }
+}
+
+fn exec(path: &str) -> Outcome {
+    let p = cstr(path);
+    let (argv, envp, _keep) = exec_args();
+    // SAFETY: valid NUL-terminated path and NULL-terminated argv/envp; returns only on failure.
+    unsafe { libc::execve(p.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(last_err())
+}
+
+fn execveat(dirfd: i32, name: &str, flags: i32) -> Outcome {
+    let n = cstr(name);
+    let (argv, envp, _keep) = exec_args();
+    // SAFETY: as for execve; dirfd is an open descriptor.
+    unsafe { libc::syscall(libc::SYS_execveat, dirfd, n.as_ptr(), argv.as_ptr(), envp.as_ptr(), flags) };
+    Err(last_err())
+}
+
+fn open_fd(path: &str, flags: i32) -> io::Result<i32> {
+    let p = cstr(path);
+    // SAFETY: a valid NUL-terminated path.
+    Ok(check(unsafe { libc::open(p.as_ptr(), flags) } as libc::c_long)? as i32)
+}
+
+fn memfd_exec(src: &str, name: &str) -> Outcome {
+    let bytes = std::fs::read(src)?;
+    let n = cstr(name);
+    // SAFETY: memfd_create with a valid name; the fd is written and exec'ed below.
+    let fd = check(unsafe { libc::memfd_create(n.as_ptr(), libc::MFD_CLOEXEC) } as libc::c_long)? as i32;
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: writing from a live buffer of the given length.
+        let w = check(unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) } as libc::c_long)?;
+        off += w as usize;
+    }
+    execveat(fd, "", libc::AT_EMPTY_PATH)
+}
+
+fn addr(host: &str, port: &str) -> io::Result<SocketAddr> {
+    let ip: IpAddr = host.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad address"))?;
+    let port: u16 = port.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad port"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn unix_addr(name: &str) -> io::Result<UnixAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    match name.strip_prefix('@') {
+        Some(abs) => UnixAddr::from_abstract_name(abs.as_bytes()),
+        None => UnixAddr::from_pathname(name),
+    }
+}
+
+fn raw_socket() -> Outcome {
+    // SAFETY: socket(2) with constant arguments; closed below.
+    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) } as libc::c_long)?;
+    // SAFETY: closing the socket just created.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+fn chown(path: &str, uid: &str) -> Outcome {
+    let p = cstr(path);
+    let uid: u32 = uid.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad uid"))?;
+    // SAFETY: a valid path; gid -1 leaves the group.
+    check(unsafe { libc::chown(p.as_ptr(), uid, u32::MAX) } as libc::c_long)?;
+    Ok(())
+}
+
+fn ptrace(pid: &str) -> Outcome {
+    let pid: i32 = pid.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad pid"))?;
+    // SAFETY: attach, wait for the stop, detach: the tracee continues as before.
+    unsafe {
+        check(libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0))?;
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, libc::__WALL);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
+fn serve_tcp(port: &str) -> Outcome {
+    let l = TcpListener::bind(addr("127.0.0.1", port)?)?;
+    println!("listening");
+    io::stdout().flush()?;
+    for s in l.incoming() {
+        drop(s);
+    }
+    Ok(())
+}
+
+fn serve_unix(name: &str) -> Outcome {
+    let l = UnixListener::bind_addr(&unix_addr(name)?)?;
+    println!("listening");
+    io::stdout().flush()?;
+    for s in l.incoming() {
+        let _ = s.map(|mut s| s.read(&mut [0u8; 1]));
+    }
+    Ok(())
+}
+
+/// Walks (or, with `make`, builds) DIR/SEG/SEG/... N levels deep by relative steps.
+fn deep(dir: &str, seg: &str, n: &str, make: bool) -> Outcome {
+    let n: u32 = n.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad depth"))?;
+    std::env::set_current_dir(dir)?;
+    for _ in 0..n {
+        if make {
+            match std::fs::create_dir(seg) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        std::env::set_current_dir(seg)?;
+    }
+    if make {
+        std::fs::write("f", b"deep\n")?;
+        return Ok(());
+    }
+    open("f", "r")
+}
+
+fn bench(n: &str, mut op: impl FnMut() -> Outcome) -> Outcome {
+    let n: u32 = n.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad count"))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    println!("ns-per-op: {}", t.elapsed().as_nanos() / u128::from(n.max(1)));
+    Ok(())
+}
+
+fn bench_exec(path: &str) -> Outcome {
+    let p = cstr(path);
+    let (argv, envp, _keep) = exec_args();
+    // SAFETY: the child only execs (or _exits); the parent waits for it.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(last_err());
+        }
+        if pid == 0 {
+            libc::execve(p.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+            return Err(io::Error::other(format!("child status {st}")));
+        }
+    }
+    Ok(())
+}
+
+fn act(args: &[String]) -> Option<Outcome> {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Some(match a.as_slice() {
+        ["true"] => Ok(()),
+        ["open", p] => open(p, "r"),
+        ["open", p, how] => open(p, how),
+        ["deep-make", dir, seg, n] => deep(dir, seg, n, true),
+        ["deep-open", dir, seg, n] => deep(dir, seg, n, false),
+        ["openat2", p] => openat2(p),
+        ["uring-open", p] => uring::open(p),
+        ["exec", p] => exec(p),
+        ["execveat", dir, name] => open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0)),
+        ["fexecve", p] => open_fd(p, libc::O_RDONLY | libc::O_CLOEXEC).and_then(|fd| execveat(fd, "", libc::AT_EMPTY_PATH)),
+        ["memfd-exec", src, name] => memfd_exec(src, name),
+        ["connect", h, p] => addr(h, p).and_then(|a| TcpStream::connect(a).map(drop)),
+        ["udp-send", h, p] => addr(h, p).and_then(|a| {
+            let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            UdpSocket::bind(bind)?.send_to(b"x", a).map(drop)
+        }),
+        ["unix-connect", n] => unix_addr(n).and_then(|a| UnixStream::connect_addr(&a).map(drop)),
+        ["raw-socket"] => raw_socket(),
+        ["chown", p, uid] => chown(p, uid),
+        ["ptrace", pid] => ptrace(pid),
+        ["serve-tcp", port] => serve_tcp(port),
+        ["serve-unix", n] => serve_unix(n),
+        ["bench-open", p, n] => bench(n, || open(p, "r")),
+        ["bench-exec", p, n] => bench(n, || bench_exec(p)),
+        _ => return None,
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a: OsString| a.to_string_lossy().into_owned()).collect();
+    match act(&args) {
+        None => {
+            eprintln!("usage: enforce-probe ACTION ARGS... (see the source's header)");
+            ExitCode::from(64)
+        }
+        Some(Ok(())) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) if e.raw_os_error() == Some(libc::EPERM) => {
+            println!("EPERM");
+            ExitCode::from(1)
+        }
+        Some(Err(e)) => {
+            println!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! `stance-enforce-test`: drives `stance::enforce` directly, without the daemon, for the VM
+//! enforcement scenarios (and by hand). Not part of the product.
+//!
+//! ```text
+//! stance-enforce-test run [--policy FILE --cgroup DIR... --modes file=enforce,...] [--policy-id N]
+//! stance-enforce-test release --policy-id N
+//! stance-enforce-test purge
+//! ```
+//!
+//! `run` starts the enforcer (adopting what an earlier run pinned), prints one `status: DOMAIN: ...`
+//! line per domain, applies the policy if one is given (`applied: policy N rev R`), prints `ready`,
+//! then prints each verdict as it arrives (`verdict: deny|would-deny DOMAIN OBJECT key=value...`)
+//! until SIGTERM/SIGINT. Pins stay (as after a daemon restart) unless `--release-on-exit`.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use stance::enforce::{pin::PinLayout, verdict, Domain, Enforcer, Mode, Modes, Policy, StartOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "stance-enforce-test", about = "Drive Stance's enforcer directly (test tool)")]
+struct Cli {
+    /// bpffs directory for pins.
+    #[arg(long, default_value = stance::paths::BPF_PIN_DIR, global = true)]
+    pin_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start (or adopt), optionally apply a policy, print verdicts until a signal.
+    Run {
+        /// Policy JSON (stance::enforce::Policy).
+        #[arg(long, requires = "cgroup")]
+        policy: Option<PathBuf>,
+        /// cgroup directory the policy applies to (repeatable).
+        #[arg(long)]
+        cgroup: Vec<PathBuf>,
+        /// Modes per domain: `file=enforce,process=audit`, or `all=enforce`.
+        #[arg(long, default_value = "all=enforce")]
+        modes: String,
+        #[arg(long, default_value_t = 1)]
+        policy_id: u32,
+        #[arg(long, default_value = "vmtest")]
+        workload: String,
+        /// Report every repeat of a verdict (0) or at most one per window.
+        #[arg(long, default_value_t = 0)]
+        window_ms: u64,
+        /// Release the policy before exiting on a signal (default: leave it pinned and enforced).
+        #[arg(long)]
+        release_on_exit: bool,
+        /// Print a `timing:` line for start and apply.
+        #[arg(long)]
+        timing: bool,
+    },
+    /// Adopt the pins and release one policy.
+    Release {
+        #[arg(long)]
+        policy_id: u32,
+    },
+    /// Remove every pin (detaching every enforcement program).
+    Purge,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn parse_modes(s: &str) -> Result<Modes> {
+    let mut m = Modes::default();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (d, mode) = part.split_once('=').with_context(|| format!("mode '{part}' is not DOMAIN=MODE"))?;
+        let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
+        if d == "all" {
+            m = Modes::all(mode);
+        } else {
+            m.set(d.parse::<Domain>().map_err(anyhow::Error::msg)?, mode);
+        }
+    }
+    Ok(m)
+}
+
+fn cgroup_id(dir: &std::path::Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?.ino())
+}
+
+fn options(pin_dir: PathBuf, window_ms: u64) -> Result<StartOptions> {
+    let mut opts = StartOptions::new(std::process::id(), stance::identity::cgroup2_mount()?);
+    opts.pin_dir = pin_dir;
+    opts.verdict_window = Duration::from_millis(window_ms);
+    Ok(opts)
+}
+
+fn print_verdict(v: &verdict::Verdict) {
+    println!(
+        "verdict: {} {} {} exe={} comm={} pid={} access={} truncated={} send={} noaudit={} repeat={} policy={} cgroup={}",
+        if v.deny { "deny" } else { "would-deny" },
+        v.domain,
+        v.object,
+        v.exe,
+        v.comm,
+        v.pid,
+        v.access,
+        u8::from(v.truncated),
+        u8::from(v.send),
+        u8::from(v.noaudit),
+        v.repeat,
+        v.policy_id,
+        v.cgroup_id
+    );
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Purge => {
+            PinLayout::new(&cli.pin_dir).remove_all()?;
+            println!("purged");
+        }
+        Cmd::Release { policy_id } => {
+            let (mut enf, _) = Enforcer::start(&options(cli.pin_dir, 0)?)?;
+            enf.release(policy_id)?;
+            println!("released: policy {policy_id}");
+        }
+        Cmd::Run { policy, cgroup, modes, policy_id, workload, window_ms, release_on_exit, timing } => {
+            // SAFETY: installing an async-signal-safe handler (it only stores an atomic).
+            unsafe {
+                libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            }
+            let started = Instant::now();
+            let (mut enf, status) = Enforcer::start(&options(cli.pin_dir, window_ms)?)?;
+            if timing {
+                println!("timing: start {} ms", started.elapsed().as_millis());
+            }
+            for line in status.to_string().lines() {
+                println!("status: {line}");
+            }
+            println!("status: adopted {}", status.adopted);
+            for n in &status.notes {
+                println!("note: {n}");
+            }
+            for p in enf.policies() {
+                println!("policy: {} rev {} cgroups {:?} modes {:?}", p.policy_id, p.rev, p.cgroups, p.modes);
+            }
+            if let Some(file) = policy {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+                let policy: Policy = serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+                let ids = cgroup.iter().map(|d| cgroup_id(d)).collect::<Result<Vec<_>>>()?;
+                let t = Instant::now();
+                let rev = enf.apply(&workload, policy_id, &ids, &policy, parse_modes(&modes)?)?;
+                if timing {
+                    println!("timing: apply {} ms", t.elapsed().as_millis());
+                }
+                println!("applied: policy {policy_id} rev {rev}");
+            }
+            println!("ready");
+            std::io::stdout().flush()?;
+            let mut ring = enf.take_verdicts().context("verdict ring buffer already taken")?;
+            while !STOP.load(Ordering::SeqCst) {
+                let mut any = false;
+                while let Some(item) = ring.next() {
+                    any = true;
+                    match verdict::decode(&item) {
+                        Ok(v) if v.policy_id == stance::enforce::CANARY_POLICY_ID => {}
+                        Ok(v) => print_verdict(&v),
+                        Err(e) => println!("malformed: {e}"),
+                    }
+                }
+                if any {
+                    std::io::stdout().flush()?;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let (lost, unbuilt) = enf.verdict_losses();
+            println!("losses: ringbuf {lost} unbuilt {unbuilt}");
+            if release_on_exit {
+                enf.release(policy_id)?;
+                println!("released: policy {policy_id}");
+            }
+            println!("stopped");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stance-enforce-test: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
