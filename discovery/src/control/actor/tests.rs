@@ -68,7 +68,14 @@ impl Enforcement for Fake {
 /// This machine's situation once the enforcer lands: no BPF-LSM, network through sock_addr programs.
 fn network_only() -> Status {
     let no_lsm = || Backend::Unavailable("BPF-LSM is not active".into());
-    Status { process: no_lsm(), file: no_lsm(), network: Backend::CgroupSockAddr, capabilities: no_lsm() }
+    Status {
+        process: no_lsm(),
+        file: no_lsm(),
+        network: Backend::CgroupSockAddr,
+        capabilities: no_lsm(),
+        adopted: 0,
+        notes: Vec::new(),
+    }
 }
 
 struct Setup {
