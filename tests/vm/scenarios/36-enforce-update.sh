@@ -22,12 +22,7 @@ in_cg "$cg" sh -c "while [ ! -e /tmp/churn-done ]; do enforce-probe flood-open $
 flood=$!
 sleep 1
 kill -USR1 "$DRV_PID"
-i=0
-until grep -q '^churned:' "$DRV_OUT"; do
-    i=$((i + 1))
-    [ "$i" -gt 1200 ] && fail "the driver did not finish churning within 120 s"
-    sleep 0.1
-done
+wait_line "$DRV_OUT" '^churned:' 120 "the driver did not finish churning"
 touch /tmp/churn-done
 wait $flood
 grep '^churned:' "$DRV_OUT"
