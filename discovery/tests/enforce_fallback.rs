@@ -208,7 +208,8 @@ fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
     expect(&inside, "udp-denied", "EPERM");
 
     let outside = ports.probe(None);
-    for name in ["tcp-allowed", "tcp-denied", "mapped-allowed", "mapped-denied", "udp-allowed", "udp-denied"] {
+    for name in ["tcp-allowed", "tcp-denied", "mapped-allowed", "mapped-denied", "udp-allowed", "udp-denied"]
+    {
         expect(&outside, name, "ok");
     }
 
@@ -226,8 +227,14 @@ fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
     assert!(verdicts.iter().all(|v| !v.object.ends_with(&format!(":{}/tcp", ports.tcp_ok))), "{verdicts:#?}");
 
     // Audit: the same connect goes through and is reported as would-deny.
-    enf.apply("fallback-test", 41, &[cg.id], &ports.policy(), Modes { network: Mode::Audit, ..Default::default() })
-        .unwrap();
+    enf.apply(
+        "fallback-test",
+        41,
+        &[cg.id],
+        &ports.policy(),
+        Modes { network: Mode::Audit, ..Default::default() },
+    )
+    .unwrap();
     expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "ok");
 
     enf.release(41).unwrap();
@@ -297,10 +304,7 @@ fn a_policy_too_large_fails_loudly_and_keeps_the_previous_one() {
         ..Default::default()
     };
     let err = enf.apply("large-test", 9, &[cg.id], &huge, network_modes()).unwrap_err();
-    assert!(
-        matches!(err, stance::enforce::EnforceError::TooLarge { what: "network rules", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, stance::enforce::EnforceError::TooLarge { what: "network rules", .. }), "{err}");
     eprintln!("{err}");
     // The previous revision is untouched.
     expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "EPERM");

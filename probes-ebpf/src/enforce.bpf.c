@@ -562,38 +562,64 @@ static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, str
 }
 
 /*
- * The decision cache for an object reached through `mnt`: op -1 looks up (1 allowed, 0 not, -1
- * unknown), op 0 or 1 stores that outcome. Only objects with one name per mount are cached
- * (directories, files with one link), so the key fixes the path the rules were matched against.
+ * The decision cache: the outcome for one object opened one way under one revision. Only objects
+ * with one name per mount are cached (directories, files with one link), so that the key (inode,
+ * generation, device, the mount it was reached through) fixes the path the rules were matched
+ * against. The callers read the inode their own way (direct loads on the file_open path, which runs
+ * for every open of an enforced workload); 0 when such an object is not cached.
  */
-static __noinline int decision_cache_op(struct subject *s, struct inode *inode, struct vfsmount *mnt, __u32 access, int op)
+static __always_inline int cache_key(struct stance_decision_key *k, struct subject *s, __u32 access, __u64 ino,
+				     __u32 dev, __u32 generation, struct vfsmount *mnt, __u32 mode, __u32 nlink)
 {
-	if (!inode)
-		return -1;
-	int dir = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
-	if (!dir && BPF_CORE_READ(inode, __i_nlink) != 1)
-		return -1;
-	struct stance_decision_key k = {
-		.policy_id = s->cp.policy_id,
-		.rev = s->cp.rev,
-		.ino = BPF_CORE_READ(inode, i_ino),
-		.mnt = (__u64)mnt,
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
-		.generation = BPF_CORE_READ(inode, i_generation),
-		.access = access,
-	};
-	if (op >= 0) {
-		struct stance_decision d = { .allow = op };
-		bpf_map_update_elem(&decision_cache, &k, &d, BPF_ANY);
-		return op;
-	}
-	struct stance_decision *d = bpf_map_lookup_elem(&decision_cache, &k);
+	if ((mode & S_IFMT) != S_IFDIR && nlink != 1)
+		return 0;
+	k->policy_id = s->cp.policy_id;
+	k->rev = s->cp.rev;
+	k->ino = ino;
+	k->mnt = (__u64)mnt;
+	k->dev = dev;
+	k->generation = generation;
+	k->access = access;
+	k->_pad = 0;
+	return 1;
+}
+
+/* 1 allowed, 0 not allowed, -1 unknown. */
+static __noinline int cache_get(struct stance_decision_key *k)
+{
+	struct stance_decision *d = bpf_map_lookup_elem(&decision_cache, k);
 	if (!d)
 		return -1;
 	return d->allow ? 1 : 0;
 }
 
+static __noinline void cache_put(struct stance_decision_key *k, int allow)
+{
+	struct stance_decision d = { .allow = allow };
+	bpf_map_update_elem(&decision_cache, k, &d, BPF_ANY);
+}
+
 /* ---- file opens ---------------------------------------------------------------------------------- */
+
+/* The access bits of the exact rule for a path and of a directory rule for the path itself. */
+static __noinline __u32 whole_path_rules(struct subject *s, struct stance_hash128 *path)
+{
+	struct stance_file_key k = {
+		.policy_id = s->cp.policy_id,
+		.rev = s->cp.rev,
+		.kind = STANCE_FILE_EXACT,
+		.path = *path,
+	};
+	__u32 allowed = 0;
+	struct stance_file_rule *rule = bpf_map_lookup_elem(&file_rules, &k);
+	if (rule)
+		allowed |= rule->access;
+	k.kind = STANCE_FILE_PREFIX;
+	rule = bpf_map_lookup_elem(&file_rules, &k);
+	if (rule)
+		allowed |= rule->access;
+	return allowed;
+}
 
 /* The access bits the file rules of this revision grant to the walked path (exact rule, the
  * directory rules of every prefix, and of the path itself as a directory); -1 if not hashable. */
@@ -612,21 +638,7 @@ static __noinline int file_rules_allow(struct subject *s, __u32 start, __u32 len
 	bpf_loop(STANCE_PATH_MAX / 8 + 1, scan_word, &c, 0);
 	if (!c.hc.done)
 		return -1;
-	struct stance_file_key k = {
-		.policy_id = s->cp.policy_id,
-		.rev = s->cp.rev,
-		.kind = STANCE_FILE_EXACT,
-		.path = c.hc.out,
-	};
-	__u32 allowed = c.allowed;
-	struct stance_file_rule *rule = bpf_map_lookup_elem(&file_rules, &k);
-	if (rule)
-		allowed |= rule->access;
-	k.kind = STANCE_FILE_PREFIX;
-	rule = bpf_map_lookup_elem(&file_rules, &k);
-	if (rule)
-		allowed |= rule->access;
-	return allowed & 0xffff;
+	return (c.allowed | whole_path_rules(s, &c.hc.out)) & 0xffff;
 }
 
 static __noinline int decide_file_open(struct file *file)
@@ -651,13 +663,17 @@ static __noinline int decide_file_open(struct file *file)
 	struct inode *inode = file->f_inode;
 	struct vfsmount *mnt = file->f_path.mnt;
 	struct report rp = { .detail = access };
+	struct stance_decision_key dk;
+	int cacheable = 0;
 	if (inode) {
 		rp.ino = inode->i_ino;
 		rp.dev = inode->i_sb->s_dev;
+		cacheable = cache_key(&dk, &s, access, rp.ino, rp.dev, inode->i_generation, mnt, inode->i_mode,
+				      inode->__i_nlink);
 	}
 	/* -1: not asked yet; 0/1: whether this deny is reported. */
 	int due = -1;
-	int cached = decision_cache_op(&s, inode, mnt, access, -1);
+	int cached = cacheable ? cache_get(&dk) : -1;
 	if (cached == 1)
 		return ALLOW;
 	if (cached == 0) {
@@ -685,8 +701,8 @@ static __noinline int decide_file_open(struct file *file)
 			allow = 1;
 	}
 	/* An outcome that depends on the path being resolvable is not cached. */
-	if (!(rp.vflags & STANCE_V_TRUNCATED))
-		decision_cache_op(&s, inode, mnt, access, allow);
+	if (cacheable && !(rp.vflags & STANCE_V_TRUNCATED))
+		cache_put(&dk, allow);
 	if (allow)
 		return ALLOW;
 	if (due < 0)
@@ -1032,16 +1048,20 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 	struct report rp = { .vflags = vflags | STANCE_V_UNIX };
 	struct walk_result r = {};
 	__u64 ticket = 0;
-	struct inode *inode = NULL;
+	struct stance_decision_key dk;
+	int cacheable = 0;
 	int allow = 0;
 	if (dentry) {
 		/* Bound to a path: the socket file, resolved like any file. */
-		inode = BPF_CORE_READ(dentry, d_inode);
-		if (decision_cache_op(&s, inode, mnt, STANCE_ACC_UNIX_PEER, -1) == 1)
-			return ALLOW;
+		struct inode *inode = BPF_CORE_READ(dentry, d_inode);
 		if (inode) {
 			rp.ino = BPF_CORE_READ(inode, i_ino);
 			rp.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+			cacheable = cache_key(&dk, &s, STANCE_ACC_UNIX_PEER, rp.ino, rp.dev,
+					      BPF_CORE_READ(inode, i_generation), mnt, BPF_CORE_READ(inode, i_mode),
+					      BPF_CORE_READ(inode, __i_nlink));
+			if (cacheable && cache_get(&dk) == 1)
+				return ALLOW;
 		}
 		if (walk(dentry, mnt, &r, &ticket) < 0 || r.trunc)
 			rp.vflags |= STANCE_V_TRUNCATED;
@@ -1074,8 +1094,8 @@ static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 			ok = 0;
 		}
 		allow = ok == 1;
-		if (dentry && !(rp.vflags & STANCE_V_TRUNCATED))
-			decision_cache_op(&s, inode, mnt, STANCE_ACC_UNIX_PEER, allow);
+		if (cacheable && !(rp.vflags & STANCE_V_TRUNCATED))
+			cache_put(&dk, allow);
 	}
 	if (allow)
 		return ALLOW;

@@ -44,7 +44,8 @@ impl CanaryCgroup {
             Err(e) => return Err(e),
         }
         let id = std::fs::metadata(&dir)?.ino();
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(io::Error::other)?;
+        let procs =
+            CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(io::Error::other)?;
         Ok(CanaryCgroup { dir, id, procs })
     }
 

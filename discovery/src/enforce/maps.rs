@@ -13,8 +13,16 @@ use super::{abi, rules::CompiledRules, EnforceError};
 
 /// The maps that are pinned, so that rules, modes, verdicts and hash keys survive a daemon restart.
 /// (Caches, loss counters and scratch space are per program load.)
-pub const PINNED: &[&str] =
-    &["cgroup_policy", "policy_info", "file_rules", "exec_rules", "net_rules", "unix_rules", "verdicts", "enforce_meta"];
+pub const PINNED: &[&str] = &[
+    "cgroup_policy",
+    "policy_info",
+    "file_rules",
+    "exec_rules",
+    "net_rules",
+    "unix_rules",
+    "verdicts",
+    "enforce_meta",
+];
 
 /// How a pinned map must look to be reused: (name, BPF map type, key size, value size, max entries).
 pub fn expected_layout() -> Vec<(&'static str, u32, u32, u32, u32)> {
@@ -81,7 +89,11 @@ pub struct RevEntries {
 
 impl RevEntries {
     pub fn is_empty(&self) -> bool {
-        self.file.is_empty() && self.exec.is_empty() && self.net.is_empty() && self.unix.is_empty() && !self.info
+        self.file.is_empty()
+            && self.exec.is_empty()
+            && self.net.is_empty()
+            && self.unix.is_empty()
+            && !self.info
     }
 }
 
@@ -185,28 +197,25 @@ impl KernelMaps {
     }
 
     /// Writes every rule of `rev`, its policy_info entry last (the mark that the revision is
-    /// complete). On error, the entries written so far are returned with it, for deletion.
+    /// complete). Every entry written is recorded in `done`, so that on error the caller can delete
+    /// exactly what this wrote.
     pub fn write_revision(
         &mut self,
         policy_id: u32,
         rev: u32,
         rules: &CompiledRules,
         modes: [u8; 4],
-    ) -> Result<RevEntries, (MapError, RevEntries)> {
-        let mut done = RevEntries::default();
+        done: &mut RevEntries,
+    ) -> Result<(), MapError> {
         for (&(kind, path), &access) in &rules.files {
             let key = abi::stance_file_key { policy_id, rev, kind, _pad: 0, path: path.into() };
             let value = abi::stance_file_rule { access, _pad: 0 };
-            if let Err(e) = self.file_rules.insert(key, value, 0) {
-                return Err((e, done));
-            }
+            self.file_rules.insert(key, value, 0)?;
             done.file.push(key);
         }
         for (&path, &(ino, dev)) in &rules.execs {
             let key = abi::stance_exec_key { policy_id, rev, path: path.into() };
-            if let Err(e) = self.exec_rules.insert(key, abi::stance_exec_rule { ino, dev }, 0) {
-                return Err((e, done));
-            }
+            self.exec_rules.insert(key, abi::stance_exec_rule { ino, dev }, 0)?;
             done.exec.push(key);
         }
         for (&(bits, addr), ranges) in &rules.net {
@@ -216,24 +225,19 @@ impl KernelMaps {
                 *slot = abi::stance_port_range { lo: r.lo, hi: r.hi, protocol: r.protocol, _pad: 0 };
             }
             let prefix = 64 + bits;
-            if let Err(e) = self.net_rules.insert(&Key::new(prefix, data), value, 0) {
-                return Err((e, done));
-            }
+            self.net_rules.insert(&Key::new(prefix, data), value, 0)?;
             done.net.push((prefix, data));
         }
         for &path in &rules.unix {
             let key = abi::stance_unix_key { policy_id, rev, path: path.into() };
-            if let Err(e) = self.unix_rules.insert(key, abi::stance_unix_rule { allowed: 1, _pad: 0 }, 0) {
-                return Err((e, done));
-            }
+            self.unix_rules.insert(key, abi::stance_unix_rule { allowed: 1, _pad: 0 }, 0)?;
             done.unix.push(key);
         }
-        let info = abi::stance_policy_info { caps_allowed: rules.caps_allowed, ptrace: rules.ptrace, mode: modes };
-        if let Err(e) = self.policy_info.insert(abi::stance_policy_key { policy_id, rev }, info, 0) {
-            return Err((e, done));
-        }
+        let info =
+            abi::stance_policy_info { caps_allowed: rules.caps_allowed, ptrace: rules.ptrace, mode: modes };
+        self.policy_info.insert(abi::stance_policy_key { policy_id, rev }, info, 0)?;
         done.info = true;
-        Ok(done)
+        Ok(())
     }
 
     /// Deletes a revision's entries; what could not be deleted is returned (to be retried).
@@ -308,24 +312,16 @@ impl KernelMaps {
 }
 
 /// Revisions a policy has in a scan, split into the one to keep and the rest.
-pub fn live_revision(
-    policy_id: u32,
-    scanned: &Scanned,
-) -> (Option<u32>, BTreeSet<u32>) {
-    let revs: BTreeSet<u32> =
-        scanned.revs.keys().filter(|(p, _)| *p == policy_id).map(|(_, r)| *r).collect();
+pub fn live_revision(policy_id: u32, scanned: &Scanned) -> (Option<u32>, BTreeSet<u32>) {
+    let revs: BTreeSet<u32> = scanned.revs.keys().filter(|(p, _)| *p == policy_id).map(|(_, r)| *r).collect();
     let referenced: BTreeSet<u32> =
         scanned.cgroups.values().filter(|v| v.policy_id == policy_id).map(|v| v.rev).collect();
     let complete: BTreeSet<u32> =
         scanned.infos.keys().filter(|(p, _)| *p == policy_id).map(|(_, r)| *r).collect();
     // The newest revision some cgroup uses (a crash between two cgroup swaps leaves two); else the
     // newest complete one (a policy with no cgroup at the moment).
-    let live = referenced
-        .iter()
-        .filter(|r| complete.contains(r))
-        .next_back()
-        .or_else(|| complete.iter().next_back())
-        .copied();
+    let live =
+        referenced.iter().rfind(|r| complete.contains(r)).or_else(|| complete.iter().next_back()).copied();
     let rest = revs.into_iter().filter(|r| Some(*r) != live).collect();
     (live, rest)
 }

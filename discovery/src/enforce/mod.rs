@@ -215,7 +215,8 @@ const LSM_PROGRAMS: &[(&str, &str, Domain)] = &[
 ];
 
 /// The network fallback, attached to the cgroup2 root where BPF-LSM does not deny.
-const SOCK_ADDR_PROGRAMS: &[&str] = &["stance_connect4", "stance_connect6", "stance_sendmsg4", "stance_sendmsg6"];
+const SOCK_ADDR_PROGRAMS: &[&str] =
+    &["stance_connect4", "stance_connect6", "stance_sendmsg4", "stance_sendmsg6"];
 
 /// The loaded (or adopted, after a restart) enforcement programs and their pinned maps.
 pub struct Enforcer {
@@ -329,7 +330,8 @@ impl Enforcer {
         };
         kmaps.meta.set(0, meta, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
         let ring = ebpf.take_map("verdicts").ok_or(EnforceError::MissingMap("verdicts"))?;
-        let verdicts = RingBuf::try_from(ring).map_err(|source| EnforceError::Map { name: "verdicts", source })?;
+        let verdicts =
+            RingBuf::try_from(ring).map_err(|source| EnforceError::Map { name: "verdicts", source })?;
 
         let unknown = || Backend::Unavailable("not tried".into());
         let status = Status {
@@ -355,6 +357,12 @@ impl Enforcer {
         };
         enf.adopt()?;
         enf.status.adopted = enf.policies.len();
+        for other in pin::other_layouts(&opts.pin_dir, &enf.layout) {
+            enf.status.notes.push(format!(
+                "enforcement pinned by another Stance version at {} stays in force until that directory is removed",
+                other.display()
+            ));
+        }
         canary::remove_stale(&opts.cgroup_mount);
 
         // BPF-LSM: every program of a domain must attach for the domain to count.
@@ -406,7 +414,8 @@ impl Enforcer {
                     enf.status.notes.push(format!("network: BPF-LSM not used ({lsm_reason})"));
                 }
                 Err(e) => {
-                    enf.status.network = Backend::Unavailable(format!("{lsm_reason}; cgroup sock_addr fallback: {e}"));
+                    enf.status.network =
+                        Backend::Unavailable(format!("{lsm_reason}; cgroup sock_addr fallback: {e}"));
                 }
             }
         }
@@ -474,14 +483,12 @@ impl Enforcer {
         let update_err = |source| EnforceError::Update { workload: workload.to_owned(), source };
         let rev = self.next_rev().map_err(update_err)?;
         let kmodes = modes.kernel();
-        let entries = match self.maps.write_revision(policy_id, rev, &compiled, kmodes) {
-            Ok(e) => e,
-            Err((source, partial)) => {
-                self.usage.add(&partial);
-                self.delete_rev(policy_id, rev, partial);
-                return Err(update_err(source));
-            }
-        };
+        let mut entries = RevEntries::default();
+        if let Err(source) = self.maps.write_revision(policy_id, rev, &compiled, kmodes, &mut entries) {
+            self.usage.add(&entries);
+            self.delete_rev(policy_id, rev, entries);
+            return Err(update_err(source));
+        }
         self.usage.add(&entries);
 
         // The swap: one map update per cgroup, each atomic for the programs reading it.
@@ -511,8 +518,10 @@ impl Enforcer {
         for other in self.policies.values_mut() {
             other.cgroups.retain(|cg| !target.contains(cg));
         }
-        self.policies
-            .insert(policy_id, PolicyState { workload: workload.to_owned(), rev, modes, cgroups: target, entries });
+        self.policies.insert(
+            policy_id,
+            PolicyState { workload: workload.to_owned(), rev, modes, cgroups: target, entries },
+        );
         self.recount_cgroups();
 
         if let Some(old) = old {
@@ -556,7 +565,11 @@ impl Enforcer {
 
     /// A cgroup that is gone (rmdir) or left the workload: its entry is removed.
     pub fn remove_cgroup(&mut self, cgroup: u64) -> Result<(), EnforceError> {
-        let owner = self.policies.iter().find(|(_, p)| p.cgroups.contains(&cgroup)).map(|(id, p)| (*id, p.workload.clone()));
+        let owner = self
+            .policies
+            .iter()
+            .find(|(_, p)| p.cgroups.contains(&cgroup))
+            .map(|(id, p)| (*id, p.workload.clone()));
         let Some((id, workload)) = owner else { return Ok(()) };
         match self.maps.cgroup_policy.remove(&cgroup) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
@@ -648,7 +661,11 @@ impl Enforcer {
         self.usage.sub(&entries);
         if !left.is_empty() {
             self.usage.add(&left);
-            tracing::warn!(policy_id, rev, "some entries of an old revision could not be deleted; will retry");
+            tracing::warn!(
+                policy_id,
+                rev,
+                "some entries of an old revision could not be deleted; will retry"
+            );
             self.leftovers.push((policy_id, rev, left));
         }
     }
@@ -713,10 +730,14 @@ impl Enforcer {
             );
         }
         self.recount_cgroups();
-        let mut meta = self.maps.meta.get(&0, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
+        let mut meta =
+            self.maps.meta.get(&0, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
         if max_rev > meta.last_rev {
             meta.last_rev = max_rev;
-            self.maps.meta.set(0, meta, 0).map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
+            self.maps
+                .meta
+                .set(0, meta, 0)
+                .map_err(|source| EnforceError::Map { name: "enforce_meta", source })?;
         }
         if !garbage.is_empty() {
             self.maps.grace_period().map_err(|source| EnforceError::Map { name: "rcu_barrier", source })?;
@@ -743,12 +764,14 @@ impl Enforcer {
             let _ = self.release(CANARY_POLICY_ID);
             match outcome {
                 canary::Outcome::Denied => {}
-                canary::Outcome::NotDenied => return Err("BPF-LSM is not active: canary was not denied".to_owned()),
+                canary::Outcome::NotDenied => {
+                    return Err("BPF-LSM is not active: canary was not denied".to_owned())
+                }
                 canary::Outcome::Failed(why) => return Err(format!("BPF-LSM canary could not run: {why}")),
             }
-            std::fs::read(&target)
-                .map(|_| ())
-                .map_err(|e| format!("BPF-LSM canary: the same open outside the canary cgroup failed too: {e}"))
+            std::fs::read(&target).map(|_| ()).map_err(|e| {
+                format!("BPF-LSM canary: the same open outside the canary cgroup failed too: {e}")
+            })
         })();
         let _ = std::fs::remove_file(&target);
         result

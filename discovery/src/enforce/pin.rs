@@ -74,7 +74,8 @@ impl PinLayout {
     /// a stale view of the maps. An exclusive flock on the directory, which the kernel drops when
     /// the holder dies (so a daemon killed with SIGKILL never blocks its successor).
     pub fn lock(&self) -> Result<EnforcerLock, EnforceError> {
-        let dir = fs::File::open(&self.root).map_err(|source| EnforceError::Pin { path: self.root.clone(), source })?;
+        let dir = fs::File::open(&self.root)
+            .map_err(|source| EnforceError::Pin { path: self.root.clone(), source })?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -169,10 +170,22 @@ impl PinLayout {
             self.retire(g, &BTreeSet::new());
         }
         if self.root.exists() {
-            fs::remove_dir_all(&self.root).map_err(|source| EnforceError::Pin { path: self.root.clone(), source })?;
+            fs::remove_dir_all(&self.root)
+                .map_err(|source| EnforceError::Pin { path: self.root.clone(), source })?;
         }
         Ok(())
     }
+}
+
+/// Pinned state of other layout versions under `pin_dir` (left by an older or newer Stance).
+pub fn other_layouts(pin_dir: &Path, ours: &PinLayout) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(pin_dir) else { return Vec::new() };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p != &ours.root && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("enforce-v"))
+        })
+        .collect()
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -200,7 +213,8 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), EnforceError> {
         let target = std::ffi::CString::new("/sys/fs/bpf").expect("no NUL in a constant");
         let fstype = c"bpf";
         // SAFETY: valid NUL-terminated strings for the duration of the call; data is null.
-        let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        let rc =
+            unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
         if rc == 0 {
             let _ = fs::set_permissions(mount_point, fs::Permissions::from_mode(0o700));
             return Ok(());

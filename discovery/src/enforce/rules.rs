@@ -354,7 +354,8 @@ mod tests {
     fn network_errors() {
         let p = Policy { network: vec![net("10.0.0.0/8", 90, 80, None)], ..Default::default() };
         assert!(matches!(compile(&p, &KEYS), Err(RuleError::PortRange { .. })));
-        let p = Policy { network: vec![net("10.0.0.0/8", 80, 80, Some("carrier-pigeon"))], ..Default::default() };
+        let p =
+            Policy { network: vec![net("10.0.0.0/8", 80, 80, Some("carrier-pigeon"))], ..Default::default() };
         assert!(matches!(compile(&p, &KEYS), Err(RuleError::Protocol { .. })));
         let many = (0..17).map(|i| net("10.0.0.0/8", i * 10, i * 10, Some("tcp"))).collect();
         let p = Policy { network: many, ..Default::default() };

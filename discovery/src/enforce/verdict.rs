@@ -190,7 +190,10 @@ mod tests {
         let v = decode(&record(ev, b"/etc/shadow", b"/usr/bin/cat")).unwrap();
         assert_eq!(v.domain, Domain::File);
         assert!(v.deny);
-        assert_eq!((v.object.as_str(), v.exe.as_str(), v.comm.as_str()), ("/etc/shadow", "/usr/bin/cat", "app"));
+        assert_eq!(
+            (v.object.as_str(), v.exe.as_str(), v.comm.as_str()),
+            ("/etc/shadow", "/usr/bin/cat", "app")
+        );
         assert_eq!(v.access, abi::STANCE_ACC_READ);
         assert_eq!((v.dev, v.ino), (libc::makedev(8, 1), 77));
         assert_eq!((v.cgroup_id, v.policy_id, v.rev, v.pid), (7, 3, 9, 100));

@@ -80,14 +80,19 @@ expect() {
     ok "$desc: $want"
 }
 
-# wait_verdict PATTERN: a line of the driver's output matches PATTERN (grep -E) within 10 s.
-wait_verdict() {
+# wait_line FILE PATTERN SECONDS WHAT: a line of FILE matches PATTERN (grep -E) in time.
+wait_line() {
     i=0
-    until grep -Eq "$1" "$DRV_OUT"; do
+    until grep -Eq "$2" "$1"; do
         i=$((i + 1))
-        [ "$i" -gt 100 ] && fail "no verdict matching: $1"
+        [ "$i" -gt $(($3 * 10)) ] && fail "$4 within $3 s"
         sleep 0.1
     done
+}
+
+# wait_verdict PATTERN: a line of the driver's output matches PATTERN (grep -E) within 10 s.
+wait_verdict() {
+    wait_line "$DRV_OUT" "$1" 10 "no verdict matching: $1"
     ok "verdict: $(grep -E "$1" "$DRV_OUT" | head -n 1 | cut -c1-160)"
 }
 

@@ -20,8 +20,12 @@
 //!   chown PATH UID                   chown(2) to another owner: CAP_CHOWN
 //!   ptrace PID                       PTRACE_ATTACH (then detach)
 //!   serve-tcp PORT | serve-unix PATH|@NAME   accept connections until killed
+//!   flood-open PATH N                N opens whatever each returns; prints `ok=A eperm=B other=C`
 //!   bench-open PATH N                N × (open + close), prints `ns-per-op: X`
 //!   bench-exec PATH N                N × (fork + exec PATH true + wait), prints `ns-per-op: X`
+//!   bench-ab open|exec TARGET N ROUNDS CG_A CG_B
+//!                                    ROUNDS × (join CG_A, N ops; join CG_B, N ops): interleaved
+//!                                    A/B in one process; prints per-round ns and the median ratio
 //!   true                             exit 0 (the target of the exec actions)
 
 use std::{
@@ -93,7 +97,13 @@ fn openat2(path: &str) -> Outcome {
     let how = OpenHow { flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64, mode: 0, resolve: 0 };
     // SAFETY: openat2 with a valid path and open_how of the size passed.
     let fd = check(unsafe {
-        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, p.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
     })?;
     // SAFETY: closing the fd just opened.
     unsafe { libc::close(fd as i32) };
@@ -177,7 +187,14 @@ mod uring {
     unsafe fn map(fd: i32, len: usize, off: i64) -> io::Result<*mut u8> {
         // SAFETY: the caller passes a ring fd and a length/offset from io_uring_setup's params.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, off)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                off,
+            )
         };
         if p == libc::MAP_FAILED {
             Err(last_err())
@@ -214,11 +231,20 @@ mod uring {
             let t = tail.read_volatile();
             sq.add(params.sq_off.array as usize).cast::<u32>().add((t & mask) as usize).write_volatile(0);
             tail.write_volatile(t.wrapping_add(1));
-            check(libc::syscall(libc::SYS_io_uring_enter, fd, 1u32, 1u32, IORING_ENTER_GETEVENTS, 0usize, 0usize))?;
+            check(libc::syscall(
+                libc::SYS_io_uring_enter,
+                fd,
+                1u32,
+                1u32,
+                IORING_ENTER_GETEVENTS,
+                0usize,
+                0usize,
+            ))?;
             let head = cq.add(params.cq_off.head as usize).cast::<u32>();
             let cmask = *cq.add(params.cq_off.ring_mask as usize).cast::<u32>();
             let h = head.read_volatile();
-            let cqe = cq.add(params.cq_off.cqes as usize).cast::<Cqe>().add((h & cmask) as usize).read_volatile();
+            let cqe =
+                cq.add(params.cq_off.cqes as usize).cast::<Cqe>().add((h & cmask) as usize).read_volatile();
             head.write_volatile(h.wrapping_add(1));
             libc::close(fd);
             if cqe.user_data != 7 {
@@ -263,7 +289,9 @@ fn memfd_exec(src: &str, name: &str) -> Outcome {
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: writing from a live buffer of the given length.
-        let w = check(unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) } as libc::c_long)?;
+        let w = check(
+            unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) } as libc::c_long
+        )?;
         off += w as usize;
     }
     execveat(fd, "", libc::AT_EMPTY_PATH)
@@ -285,7 +313,8 @@ fn unix_addr(name: &str) -> io::Result<UnixAddr> {
 
 fn raw_socket() -> Outcome {
     // SAFETY: socket(2) with constant arguments; closed below.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) } as libc::c_long)?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) } as libc::c_long)?;
     // SAFETY: closing the socket just created.
     unsafe { libc::close(fd as i32) };
     Ok(())
@@ -351,6 +380,20 @@ fn deep(dir: &str, seg: &str, n: &str, make: bool) -> Outcome {
     open("f", "r")
 }
 
+fn flood_open(path: &str, n: &str) -> Outcome {
+    let n: u32 = n.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad count"))?;
+    let (mut ok, mut eperm, mut other) = (0u32, 0u32, 0u32);
+    for _ in 0..n {
+        match open(path, "r") {
+            Ok(()) => ok += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+            Err(_) => other += 1,
+        }
+    }
+    print!("ok={ok} eperm={eperm} other={other} ");
+    Ok(())
+}
+
 fn bench(n: &str, mut op: impl FnMut() -> Outcome) -> Outcome {
     let n: u32 = n.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad count"))?;
     let t = Instant::now();
@@ -383,6 +426,39 @@ fn bench_exec(path: &str) -> Outcome {
     Ok(())
 }
 
+/// Moves this process into the cgroup directory `cg`.
+fn join(cg: &str) -> Outcome {
+    std::fs::write(format!("{cg}/cgroup.procs"), b"0")
+}
+
+fn bench_ab(kind: &str, target: &str, n: &str, rounds: &str, a: &str, b: &str) -> Outcome {
+    let bad = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let n: u32 = n.parse().map_err(|_| bad("bad count"))?;
+    let rounds: u32 = rounds.parse().map_err(|_| bad("bad rounds"))?;
+    let mut op: Box<dyn FnMut() -> Outcome> = match kind {
+        "open" => Box::new(|| open(target, "r")),
+        "exec" => Box::new(|| bench_exec(target)),
+        _ => return Err(bad("kind is open or exec")),
+    };
+    let mut timed = |cg: &str| -> io::Result<f64> {
+        join(cg)?;
+        let t = Instant::now();
+        for _ in 0..n {
+            op()?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / f64::from(n.max(1)))
+    };
+    let mut ratios = Vec::new();
+    for r in 0..rounds {
+        let (x, y) = (timed(a)?, timed(b)?);
+        println!("round {r}: a {x:.0} ns  b {y:.0} ns  ratio {:.3}", x / y);
+        ratios.push(x / y);
+    }
+    ratios.sort_by(|p, q| p.total_cmp(q));
+    println!("ratio-median: {:.3}", ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN));
+    Ok(())
+}
+
 fn act(args: &[String]) -> Option<Outcome> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     Some(match a.as_slice() {
@@ -394,8 +470,12 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["openat2", p] => openat2(p),
         ["uring-open", p] => uring::open(p),
         ["exec", p] => exec(p),
-        ["execveat", dir, name] => open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0)),
-        ["fexecve", p] => open_fd(p, libc::O_RDONLY | libc::O_CLOEXEC).and_then(|fd| execveat(fd, "", libc::AT_EMPTY_PATH)),
+        ["execveat", dir, name] => {
+            open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0))
+        }
+        ["fexecve", p] => {
+            open_fd(p, libc::O_RDONLY | libc::O_CLOEXEC).and_then(|fd| execveat(fd, "", libc::AT_EMPTY_PATH))
+        }
         ["memfd-exec", src, name] => memfd_exec(src, name),
         ["connect", h, p] => addr(h, p).and_then(|a| TcpStream::connect(a).map(drop)),
         ["udp-send", h, p] => addr(h, p).and_then(|a| {
@@ -408,14 +488,17 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["ptrace", pid] => ptrace(pid),
         ["serve-tcp", port] => serve_tcp(port),
         ["serve-unix", n] => serve_unix(n),
+        ["flood-open", p, n] => flood_open(p, n),
         ["bench-open", p, n] => bench(n, || open(p, "r")),
         ["bench-exec", p, n] => bench(n, || bench_exec(p)),
+        ["bench-ab", kind, target, n, rounds, a, b] => bench_ab(kind, target, n, rounds, a, b),
         _ => return None,
     })
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os().skip(1).map(|a: OsString| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> =
+        std::env::args_os().skip(1).map(|a: OsString| a.to_string_lossy().into_owned()).collect();
     match act(&args) {
         None => {
             eprintln!("usage: enforce-probe ACTION ARGS... (see the source's header)");

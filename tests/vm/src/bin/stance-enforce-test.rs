@@ -60,6 +60,10 @@ enum Cmd {
         /// Print a `timing:` line for start and apply.
         #[arg(long)]
         timing: bool,
+        /// On SIGUSR1, apply the same policy this many more times (each a new revision swapped in
+        /// under running workloads) and print `churned: N revisions in X ms`.
+        #[arg(long, default_value_t = 0)]
+        churn: u32,
     },
     /// Adopt the pins and release one policy.
     Release {
@@ -71,9 +75,14 @@ enum Cmd {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static CHURN: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGUSR1 {
+        CHURN.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
 fn parse_modes(s: &str) -> Result<Modes> {
@@ -132,11 +141,22 @@ fn run(cli: Cli) -> Result<()> {
             enf.release(policy_id)?;
             println!("released: policy {policy_id}");
         }
-        Cmd::Run { policy, cgroup, modes, policy_id, workload, window_ms, release_on_exit, timing } => {
+        Cmd::Run {
+            policy,
+            cgroup,
+            modes,
+            policy_id,
+            workload,
+            window_ms,
+            release_on_exit,
+            timing,
+            churn,
+        } => {
             // SAFETY: installing an async-signal-safe handler (it only stores an atomic).
             unsafe {
                 libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
                 libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGUSR1, on_signal as *const () as libc::sighandler_t);
             }
             let started = Instant::now();
             let (mut enf, status) = Enforcer::start(&options(cli.pin_dir, window_ms)?)?;
@@ -153,21 +173,40 @@ fn run(cli: Cli) -> Result<()> {
             for p in enf.policies() {
                 println!("policy: {} rev {} cgroups {:?} modes {:?}", p.policy_id, p.rev, p.cgroups, p.modes);
             }
+            let modes = parse_modes(&modes)?;
+            let mut applied: Option<(Policy, Vec<u64>)> = None;
             if let Some(file) = policy {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-                let policy: Policy = serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+                let text =
+                    std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+                let policy: Policy =
+                    serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
                 let ids = cgroup.iter().map(|d| cgroup_id(d)).collect::<Result<Vec<_>>>()?;
                 let t = Instant::now();
-                let rev = enf.apply(&workload, policy_id, &ids, &policy, parse_modes(&modes)?)?;
+                let rev = enf.apply(&workload, policy_id, &ids, &policy, modes)?;
                 if timing {
                     println!("timing: apply {} ms", t.elapsed().as_millis());
                 }
                 println!("applied: policy {policy_id} rev {rev}");
+                applied = Some((policy, ids));
             }
             println!("ready");
             std::io::stdout().flush()?;
             let mut ring = enf.take_verdicts().context("verdict ring buffer already taken")?;
             while !STOP.load(Ordering::SeqCst) {
+                if CHURN.swap(false, Ordering::SeqCst) {
+                    if let Some((policy, ids)) = &applied {
+                        let t = Instant::now();
+                        let mut rev = 0;
+                        for _ in 0..churn {
+                            rev = enf.apply(&workload, policy_id, ids, policy, modes)?;
+                        }
+                        println!(
+                            "churned: {churn} revisions in {} ms (now rev {rev})",
+                            t.elapsed().as_millis()
+                        );
+                        std::io::stdout().flush()?;
+                    }
+                }
                 let mut any = false;
                 while let Some(item) = ring.next() {
                     any = true;
