@@ -46,6 +46,9 @@ pub struct FileConfig {
     /// Unix socket the CLI reaches the daemon through (`stance mode`). Its directory is created
     /// 0700 when missing; the socket is 0600. `stance run --control` overrides it.
     pub control_socket: PathBuf,
+    /// bpffs directory where enforcement is pinned (survives a daemon crash; adopted at restart).
+    /// One daemon per directory: tests give each daemon its own.
+    pub pin_dir: PathBuf,
 }
 
 impl Default for FileConfig {
@@ -58,6 +61,7 @@ impl Default for FileConfig {
             max_pending_edges: 100_000,
             argv_bytes: 512,
             control_socket: PathBuf::from(paths::CONTROL_SOCKET),
+            pin_dir: PathBuf::from(paths::BPF_PIN_DIR),
         }
     }
 }
@@ -73,6 +77,7 @@ pub struct Config {
     pub max_pending_edges: usize,
     pub argv_bytes: usize,
     pub control_socket: PathBuf,
+    pub pin_dir: PathBuf,
 }
 
 /// Longest path a unix socket address holds (`sun_path` is 108 bytes with the terminating NUL).
@@ -132,6 +137,7 @@ impl Config {
             max_pending_edges: fc.max_pending_edges,
             argv_bytes: fc.argv_bytes,
             control_socket: fc.control_socket,
+            pin_dir: fc.pin_dir,
         })
     }
 }

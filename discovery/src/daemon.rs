@@ -72,7 +72,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     for st in &probes.status {
         println!("  {st}");
     }
-    let (enforcer, status) = start_enforcer(&mount);
+    let (enforcer, status) = start_enforcer(&mount, &cfg.pin_dir);
     for d in Domain::ALL {
         println!("  enforcement {d}: {}", actor::backend(&status, d));
     }
@@ -219,8 +219,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
 /// Starts the enforcer; when it cannot start at all, every domain is reported unavailable with the
 /// reason, and the daemon goes on observing.
-fn start_enforcer(mount: &Path) -> (Option<Enforcer>, crate::enforce::Status) {
-    let opts = StartOptions::new(std::process::id(), mount.to_owned());
+fn start_enforcer(mount: &Path, pin_dir: &Path) -> (Option<Enforcer>, crate::enforce::Status) {
+    let mut opts = StartOptions::new(std::process::id(), mount.to_owned());
+    opts.pin_dir = pin_dir.to_owned();
     match Enforcer::start(&opts) {
         Ok((enforcer, status)) => (Some(enforcer), status),
         Err(e) => {

@@ -86,11 +86,14 @@ fn mode_through_the_running_daemon() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
 
     let mut daemon = Daemon::start(tmp.path(), &config_with_socket(&socket));
-    for d in ["process", "file", "network", "capabilities"] {
+    for d in ["process", "file", "capabilities"] {
         let line = daemon.wait_for_line(&format!("  enforcement {d}: "), Duration::from_secs(5));
-        // Today nothing is enforceable here (no BPF-LSM on this kernel, enforcer not merged yet).
+        // This kernel refuses BPF-LSM programs.
         assert!(line.starts_with(&format!("  enforcement {d}: unavailable: ")), "{line}");
     }
+    // Network falls back to cgroup sock_addr programs, which load here.
+    let line = daemon.wait_for_line("  enforcement network: ", Duration::from_secs(5));
+    assert_eq!(line, "  enforcement network: cgroup sock_addr programs");
     daemon.wait_for_line(&format!("  control: listening on {}", socket.display()), Duration::from_secs(5));
 
     let meta = std::fs::symlink_metadata(&socket).unwrap();
@@ -110,10 +113,6 @@ fn mode_through_the_running_daemon() {
     let out = stance(&["mode", &name, "audit", "--control", ctl]);
     let err = stderr_line(&out);
     assert!(err.starts_with("stance: enforcement unavailable: "), "{err}");
-    let out = stance(&["mode", &name, "enforce", "--domain", "network", "--control", ctl]);
-    let err = stderr_line(&out);
-    assert!(err.starts_with("stance: enforcement unavailable: ") && err.ends_with("(for network)"), "{err}");
-
     // Nothing was half-applied: every domain is still observe in the database.
     let db = daemon.db.clone();
     let state = block_on(async {
@@ -123,6 +122,36 @@ fn mode_through_the_running_daemon() {
         state
     });
     assert_eq!((state.modes, state.policy), (Modes::default(), None));
+
+    // Network alone can be enforced here (cgroup sock_addr fallback). The workload never connected
+    // anywhere, so a connect from it is now denied, reported, and allowed again after observe.
+    let out = stance(&["mode", &name, "enforce", "--domain", "network", "--control", ctl]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("network=enforce"), "{out:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {}), timeout=5)\n    print('connected')\nexcept OSError as e:\n    print('errno', e.errno)",
+        listener.local_addr().unwrap().port()
+    );
+    let run = |name: &str| {
+        let out = Command::new(STANCE)
+            .args(["launch", "--workload", name, "--", "/usr/bin/python3", "-c", &connect])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&name), format!("errno {}", libc::EPERM), "connect from the enforced workload");
+    assert_eq!(run(&workload("ctl-other")), "connected", "another workload is untouched");
+    let dbs = daemon.db.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = stance_json(&["events", "--workload", &name, "--kind", "deny", "--db", &dbs, "-o", "json"]);
+        if ev.as_array().is_some_and(|a| a.iter().any(|e| e["domain"] == "network")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no network deny event: {ev:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Observe needs no enforcer.
     let out = stance(&["mode", &name, "observe", "--control", ctl]);

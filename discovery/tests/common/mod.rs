@@ -50,6 +50,8 @@ pub struct Daemon {
     pub db: PathBuf,
     pub stdout: Vec<String>,
     lines: mpsc::Receiver<String>,
+    /// This daemon's bpffs pin directory, removed on drop.
+    pin_dir: PathBuf,
 }
 
 impl Daemon {
@@ -58,11 +60,13 @@ impl Daemon {
         let db = dir.join("stance.db");
         let cfg = dir.join("stance.toml");
         // Each test daemon gets its own control socket, so tests running side by side never meet.
-        let config = if config.contains("control_socket") {
-            config.to_owned()
-        } else {
-            format!("{config}control_socket = \"{}\"\n", dir.join("control.sock").display())
-        };
+        let mut config = config.to_owned();
+        if !config.contains("control_socket") {
+            config.push_str(&format!("control_socket = \"{}\"\n", dir.join("control.sock").display()));
+        }
+        // Its own pinned enforcement state too (removed when the test is done: unpinning detaches).
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/stance-test-{}-{}", std::process::id(), nanos()));
+        config.push_str(&format!("pin_dir = \"{}\"\n", pin_dir.display()));
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(STANCE)
             .args(["run", "--db"])
@@ -83,7 +87,7 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon { child, db, stdout: Vec::new(), lines: rx };
+        let mut d = Daemon { child, db, stdout: Vec::new(), lines: rx, pin_dir };
         d.wait_for_line("stance: writing to", Duration::from_secs(60));
         d
     }
@@ -132,6 +136,7 @@ impl Drop for Daemon {
             unsafe { libc::kill(self.pid(), libc::SIGKILL) };
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 
