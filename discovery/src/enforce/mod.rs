@@ -31,7 +31,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr, Lsm, ProgramError,
+        BtfTracePoint, CgroupSockAddr, Lsm, ProgramError,
     },
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
@@ -190,7 +190,10 @@ pub struct EnforcedPolicy {
     pub workload: String,
     pub rev: u32,
     pub modes: Modes,
+    /// The cgroups given to `apply` / `add_cgroup`.
     pub cgroups: BTreeSet<u64>,
+    /// Cgroups the workload created inside those, which the kernel put under the same policy.
+    pub inherited: BTreeSet<u64>,
 }
 
 struct PolicyState {
@@ -212,6 +215,10 @@ const LSM_PROGRAMS: &[(&str, &str, Domain)] = &[
     ("stance_unix_stream_connect", "unix_stream_connect", Domain::Network),
     ("stance_unix_may_send", "unix_may_send", Domain::Network),
 ];
+
+/// Kernel-side bookkeeping of cgroups created inside enforced ones: (program, BTF tracepoint).
+const CGROUP_PROGRAMS: &[(&str, &str)] =
+    &[("stance_cgroup_inherit", "cgroup_mkdir"), ("stance_cgroup_forget", "cgroup_rmdir")];
 
 /// The network fallback, attached to the cgroup2 root where BPF-LSM does not deny.
 const SOCK_ADDR_PROGRAMS: &[&str] =
@@ -257,6 +264,15 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &str, hook: &str) -> Result<FdLink
     let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut Lsm = prog.try_into().map_err(|e| program_error(&e))?;
     p.load(hook, btf).map_err(|e| program_error(&e))?;
+    let id = p.attach().map_err(|e| program_error(&e))?;
+    let link = p.take_link(id).map_err(|e| program_error(&e))?;
+    Ok(link.into())
+}
+
+fn load_btf_tracepoint(ebpf: &mut Ebpf, btf: &Btf, name: &str, tp: &str) -> Result<FdLink, String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut BtfTracePoint = prog.try_into().map_err(|e| program_error(&e))?;
+    p.load(tp, btf).map_err(|e| program_error(&e))?;
     let id = p.attach().map_err(|e| program_error(&e))?;
     let link = p.take_link(id).map_err(|e| program_error(&e))?;
     Ok(link.into())
@@ -364,13 +380,28 @@ impl Enforcer {
         }
         canary::remove_stale(&opts.cgroup_mount);
 
-        // BPF-LSM: every program of a domain must attach for the domain to count.
         let mut links: Vec<(&'static str, FdLink)> = Vec::new();
         let mut failed: BTreeMap<Domain, String> = BTreeMap::new();
         let mut failed_programs: BTreeSet<String> = BTreeSet::new();
+        // Cgroups created inside an enforced workload stay in it (every backend reads the map).
+        for &(name, tp) in CGROUP_PROGRAMS {
+            match load_btf_tracepoint(&mut ebpf, &btf, name, tp) {
+                Ok(link) => links.push((name, link)),
+                Err(e) => {
+                    failed_programs.insert(name.to_owned());
+                    enf.status.notes.push(format!(
+                        "{name} cannot be loaded ({e}): cgroups a workload creates inside its own are not \
+                         enforced until the daemon adds them"
+                    ));
+                }
+            }
+        }
+
+        // BPF-LSM: every program of a domain must attach for the domain to count.
+        let mut lsm_links: Vec<(&'static str, Domain, FdLink)> = Vec::new();
         for &(name, hook, domain) in LSM_PROGRAMS {
             match load_lsm(&mut ebpf, &btf, name, hook) {
-                Ok(link) => links.push((name, link)),
+                Ok(link) => lsm_links.push((name, domain, link)),
                 Err(e) => {
                     failed_programs.insert(name.to_owned());
                     failed.entry(domain).or_insert(format!("BPF-LSM program {name} cannot be loaded: {e}"));
@@ -383,6 +414,11 @@ impl Enforcer {
         };
         match &lsm_proof {
             Ok(()) => {
+                // A domain counts only with all of its programs: the others' links are dropped
+                // (detached), so what enforces is exactly what the status says.
+                links.extend(
+                    lsm_links.into_iter().filter(|(_, d, _)| !failed.contains_key(d)).map(|(n, _, l)| (n, l)),
+                );
                 for d in Domain::ALL {
                     let b = match failed.get(&d) {
                         Some(r) => Backend::Unavailable(r.clone()),
@@ -393,7 +429,7 @@ impl Enforcer {
             }
             Err(reason) => {
                 // Attached but not denying (or not loadable): detach, and say why per domain.
-                links.clear();
+                drop(lsm_links);
                 for d in Domain::ALL {
                     let r = failed.get(&d).unwrap_or(reason);
                     enf.status.set(d, Backend::Unavailable(r.clone()));
@@ -467,7 +503,12 @@ impl Enforcer {
             .map_err(|source| EnforceError::Invalid { workload: workload.to_owned(), source })?;
         self.retry_leftovers();
         let target: BTreeSet<u64> = cgroups.iter().copied().collect();
-        let known: BTreeSet<u64> = self.policies.values().flat_map(|p| p.cgroups.iter().copied()).collect();
+        let in_map = self
+            .maps
+            .cgroup_entries()
+            .map_err(|source| EnforceError::Update { workload: workload.to_owned(), source })?;
+        self.usage.cgroups = in_map.len();
+        let known: BTreeSet<u64> = in_map.iter().map(|(cg, _)| *cg).collect();
         let need = Usage {
             file: compiled.files.len(),
             exec: compiled.execs.len(),
@@ -491,7 +532,7 @@ impl Enforcer {
         self.usage.add(&entries);
 
         // The swap: one map update per cgroup, each atomic for the programs reading it.
-        let value = abi::stance_cgroup_policy { policy_id, rev, mode: kmodes, _pad: 0 };
+        let value = abi::stance_cgroup_policy { policy_id, rev, mode: kmodes, flags: 0 };
         let mut swapped: Vec<(u64, Option<abi::stance_cgroup_policy>)> = Vec::new();
         for &cg in &target {
             let prev = self.maps.cgroup_policy.get(&cg, 0).ok();
@@ -521,15 +562,19 @@ impl Enforcer {
             policy_id,
             PolicyState { workload: workload.to_owned(), rev, modes, cgroups: target, entries },
         );
-        self.recount_cgroups();
 
         if let Some(old) = old {
-            // No program may still be deciding with the old revision when it goes.
-            match self.maps.grace_period() {
+            // Cgroups the workload made inside its own copied the old entry; once no mkdir can
+            // still be copying it (a grace period), move them to the new revision too. Then no
+            // program may still be deciding with the old revision when it goes.
+            let moved =
+                self.maps.grace_period().and_then(|()| self.repoint_inherited(policy_id, rev, kmodes));
+            match moved.and_then(|()| self.maps.grace_period()) {
                 Ok(()) => self.delete_rev(policy_id, old.rev, old.entries),
                 Err(_) => self.leftovers.push((policy_id, old.rev, old.entries)),
             }
         }
+        self.recount_cgroups();
         Ok(rev)
     }
 
@@ -547,7 +592,7 @@ impl Enforcer {
                 return Err(EnforceError::TooLarge { workload, what, needed, free });
             }
         }
-        let value = abi::stance_cgroup_policy { policy_id, rev: st.rev, mode: st.modes.kernel(), _pad: 0 };
+        let value = abi::stance_cgroup_policy { policy_id, rev: st.rev, mode: st.modes.kernel(), flags: 0 };
         self.maps
             .cgroup_policy
             .insert(cgroup, value, 0)
@@ -598,6 +643,14 @@ impl Enforcer {
                 }
             }
         }
+        // Cgroups the workload made inside its own go too (after a grace period, none can still
+        // be copying an entry of this policy).
+        let _ = self.maps.grace_period();
+        for (cg, v) in self.maps.cgroup_entries().unwrap_or_default() {
+            if v.policy_id == policy_id {
+                let _ = self.maps.cgroup_policy.remove(&cg);
+            }
+        }
         self.recount_cgroups();
         match self.maps.grace_period() {
             Ok(()) => self.delete_rev(policy_id, st.rev, st.entries),
@@ -614,6 +667,7 @@ impl Enforcer {
 
     /// Every policy in force (after a restart: what was adopted from the pins).
     pub fn policies(&self) -> Vec<EnforcedPolicy> {
+        let entries = self.maps.cgroup_entries().unwrap_or_default();
         self.policies
             .iter()
             .map(|(id, p)| EnforcedPolicy {
@@ -622,6 +676,11 @@ impl Enforcer {
                 rev: p.rev,
                 modes: p.modes,
                 cgroups: p.cgroups.clone(),
+                inherited: entries
+                    .iter()
+                    .filter(|(cg, v)| v.policy_id == *id && !p.cgroups.contains(cg))
+                    .map(|(cg, _)| *cg)
+                    .collect(),
             })
             .collect()
     }
@@ -650,7 +709,33 @@ impl Enforcer {
     }
 
     fn recount_cgroups(&mut self) {
-        self.usage.cgroups = self.policies.values().map(|p| p.cgroups.len()).sum();
+        self.usage.cgroups = match self.maps.cgroup_entries() {
+            Ok(all) => all.len(),
+            Err(_) => self.policies.values().map(|p| p.cgroups.len()).sum(),
+        };
+    }
+
+    /// Points the kernel-made (inherited) entries of a policy at revision `rev`. An entry whose
+    /// cgroup was removed meanwhile is not brought back (update only if it exists).
+    fn repoint_inherited(
+        &mut self,
+        policy_id: u32,
+        rev: u32,
+        mode: [u8; 4],
+    ) -> Result<(), aya::maps::MapError> {
+        const BPF_EXIST: u64 = 2;
+        for (cg, v) in self.maps.cgroup_entries()? {
+            if v.policy_id == policy_id && v.flags & abi::STANCE_CG_INHERITED != 0 && v.rev != rev {
+                let value = abi::stance_cgroup_policy { policy_id, rev, mode, flags: v.flags };
+                match self.maps.cgroup_policy.insert(cg, value, BPF_EXIST) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(aya::maps::MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a revision's entries (after a grace period, where it was ever live); what fails to
@@ -710,7 +795,8 @@ impl Enforcer {
             let info = scanned.infos.get(&(id, rev)).copied().unwrap_or_default();
             for (cg, v) in &cgroups {
                 if v.rev != rev {
-                    let value = abi::stance_cgroup_policy { policy_id: id, rev, mode: info.mode, _pad: 0 };
+                    let value =
+                        abi::stance_cgroup_policy { policy_id: id, rev, mode: info.mode, flags: v.flags };
                     self.maps
                         .cgroup_policy
                         .insert(*cg, value, 0)
@@ -723,7 +809,11 @@ impl Enforcer {
                     workload: format!("policy {id}"),
                     rev,
                     modes: modes_from_kernel(info.mode),
-                    cgroups: cgroups.iter().map(|(c, _)| *c).collect(),
+                    cgroups: cgroups
+                        .iter()
+                        .filter(|(_, v)| v.flags & abi::STANCE_CG_INHERITED == 0)
+                        .map(|(c, _)| *c)
+                        .collect(),
                     entries: scanned.revs.get(&(id, rev)).cloned().unwrap_or_default(),
                 },
             );

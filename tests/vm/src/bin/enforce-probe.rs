@@ -24,8 +24,8 @@
 //!   bench-open PATH N                N × (open + close), prints `ns-per-op: X`
 //!   bench-exec PATH N                N × (fork + exec PATH true + wait), prints `ns-per-op: X`
 //!   bench-ab open|exec TARGET N ROUNDS CG_A CG_B
-//!                                    ROUNDS × (join CG_A, N ops; join CG_B, N ops): interleaved
-//!                                    A/B in one process; prints per-round ns and the median ratio
+//!                                    ROUNDS × (N ops in CG_A, N ops in CG_B), each batch in a child
+//!                                    moved there (interleaved A/B); per-round ns, median ratio
 //!   true                             exit 0 (the target of the exec actions)
 
 use std::{
@@ -426,9 +426,49 @@ fn bench_exec(path: &str) -> Outcome {
     Ok(())
 }
 
-/// Moves this process into the cgroup directory `cg`.
-fn join(cg: &str) -> Outcome {
-    std::fs::write(format!("{cg}/cgroup.procs"), b"0")
+/// N operations timed inside cgroup `cg`, in a forked child that this process (outside every
+/// workload) moves there: a process of an enforced workload may not move itself out of it.
+fn batch_in(cg: &str, n: u32, op: &mut dyn FnMut() -> Outcome) -> io::Result<f64> {
+    let mut go = [0i32; 2];
+    let mut result = [0i32; 2];
+    // SAFETY: pipes into arrays of two fds; fork of this single-threaded process; the child only
+    // reads, runs the ops, writes 8 bytes and _exits.
+    unsafe {
+        if libc::pipe(go.as_mut_ptr()) != 0 || libc::pipe(result.as_mut_ptr()) != 0 {
+            return Err(last_err());
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(last_err());
+        }
+        if pid == 0 {
+            let mut b = [0u8; 1];
+            libc::read(go[0], b.as_mut_ptr().cast(), 1);
+            let t = Instant::now();
+            let mut failed = false;
+            for _ in 0..n {
+                failed |= op().is_err();
+            }
+            let ns: f64 = if failed { -1.0 } else { t.elapsed().as_nanos() as f64 / f64::from(n.max(1)) };
+            libc::write(result[1], ns.to_le_bytes().as_ptr().cast(), 8);
+            libc::_exit(0);
+        }
+        let moved = std::fs::write(format!("{cg}/cgroup.procs"), pid.to_string());
+        libc::write(go[1], b"g".as_ptr().cast(), 1);
+        let mut buf = [0u8; 8];
+        let got = libc::read(result[0], buf.as_mut_ptr().cast(), 8);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        for fd in go.into_iter().chain(result) {
+            libc::close(fd);
+        }
+        moved?;
+        let ns = f64::from_le_bytes(buf);
+        if got != 8 || ns < 0.0 {
+            return Err(io::Error::other(format!("an operation failed inside {cg}")));
+        }
+        Ok(ns)
+    }
 }
 
 fn bench_ab(kind: &str, target: &str, n: &str, rounds: &str, a: &str, b: &str) -> Outcome {
@@ -440,17 +480,9 @@ fn bench_ab(kind: &str, target: &str, n: &str, rounds: &str, a: &str, b: &str) -
         "exec" => Box::new(|| bench_exec(target)),
         _ => return Err(bad("kind is open or exec")),
     };
-    let mut timed = |cg: &str| -> io::Result<f64> {
-        join(cg)?;
-        let t = Instant::now();
-        for _ in 0..n {
-            op()?;
-        }
-        Ok(t.elapsed().as_nanos() as f64 / f64::from(n.max(1)))
-    };
     let mut ratios = Vec::new();
     for r in 0..rounds {
-        let (x, y) = (timed(a)?, timed(b)?);
+        let (x, y) = (batch_in(a, n, &mut op)?, batch_in(b, n, &mut op)?);
         println!("round {r}: a {x:.0} ns  b {y:.0} ns  ratio {:.3}", x / y);
         ratios.push(x / y);
     }
