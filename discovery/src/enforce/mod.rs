@@ -11,6 +11,36 @@
 //! records. The kernel side is `probes-ebpf/src/enforce.bpf.c`; the shared layouts are
 //! `probes-ebpf/include/stance_enforce.h` (`abi`).
 
+//!
+//! What each domain decides, and where (all from kernel objects inside LSM hooks):
+//!
+//! - **file** (`file_open`, which io_uring's OPENAT and every open syscall reach): the opened file's
+//!   path, resolved in the kernel; exact rules, and directory rules that cover the directory itself
+//!   and everything under it; read, write (O_CREAT and O_TRUNC need write). Opens the kernel makes
+//!   for exec (the binary, its ELF interpreter) are the process domain's. Objects with no path in any
+//!   mount (pipes, sockets, memfds reopened through /proc/self/fd) are allowed: only a holder can
+//!   reach them. A denied O_CREAT may leave an empty file (the hook runs after creation). Repeated
+//!   opens of a file with one link are answered from a cache keyed by inode and mount under the
+//!   revision: a file renamed after it was first opened keeps that decision until the next update.
+//! - **process** (`bprm_check_security`, `ptrace_access_check`): the binary the kernel opened
+//!   (`memfd:NAME` for anonymous ones), with device and inode where the rule has them; for a script,
+//!   the interpreter it names is what is checked. Ptrace (and /proc/PID access to other processes)
+//!   only within the workload, if the policy says so.
+//! - **network** (`socket_connect`, `socket_sendmsg` with a destination, `unix_stream_connect`,
+//!   `unix_may_send`): IPv4/IPv6 destinations from the kernel's copy of the address, IPv4-mapped
+//!   IPv6 matched as IPv4 (NAT64 and 6to4 are not translated); unix sockets by the peer the kernel
+//!   found (its bound path, or `@name`), so symlinks and relative paths cannot dress one up as
+//!   another. Other address families are not governed.
+//! - **capabilities** (`capable`): checks of the task's own credentials only. Checks the kernel
+//!   marks not to audit (CAP_OPT_NOAUDIT, PTRACE_MODE_NOAUDIT) are decided the same way (they are
+//!   real privilege decisions), and reported with `noaudit` set so callers may quieten them.
+//! - A cgroup a workload creates inside its own inherits its policy in the kernel at mkdir; a
+//!   process of an audited/enforced workload may not move tasks into a cgroup outside it (needs
+//!   BPF-LSM).
+//!
+//! Paths that cannot be resolved in full are never allowed. Verdict reporting is rate limited per
+//! object (`StartOptions::verdict_window`) and never changes a decision.
+
 pub mod abi;
 mod canary;
 pub mod hash;
