@@ -1,9 +1,8 @@
 #!/bin/sh
 # Network domain in enforce: connect (io_uring's CONNECT too) and unconnected datagrams are decided
 # in lsm/socket_connect and lsm/socket_sendmsg from the kernel's copy of the address, IPv4-mapped IPv6
-# normalised; unix
-# sockets by the peer the kernel found (lsm/unix_stream_connect), so a symlink to a denied socket
-# is denied and abstract names are rules of their own.
+# normalised; unix sockets by the peer the kernel found (lsm/unix_stream_connect), so a symlink to a
+# denied socket is denied and abstract names are rules of their own.
 . /scenarios/lib/enforce.sh
 
 cg=$(mkcg enforce-net)
