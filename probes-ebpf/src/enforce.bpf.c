@@ -12,9 +12,10 @@
  *
  * Paths that cannot be resolved in full (too deep or too long for the walker) are never allowed.
  *
- * The cgroup/connect{4,6} and cgroup/sendmsg{4,6} programs at the end make the same network
- * decision from the same maps, for kernels where BPF-LSM is not active; they are attached to the
- * cgroup2 root only then.
+ * The cgroup/connect{4,6} and cgroup/sendmsg{4,6} programs make the same network decision from the
+ * same maps, for kernels where BPF-LSM is not active; they are attached to the cgroup2 root only
+ * then. The tp_btf cgroup_mkdir/rmdir programs keep cgroups a workload creates inside its own under
+ * its policy, whichever backend enforces.
  *
  * Every LSM program's exit returns a constant (0 or -EPERM): 6.12's verifier requires the return
  * value to be provably within [-4095, 0].
