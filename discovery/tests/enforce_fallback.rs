@@ -184,7 +184,7 @@ fn collect(enf: &mut Enforcer, policy_id: u32, done: impl Fn(&[Verdict]) -> bool
 fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
     let (opts, _pins) = options("fallback");
     let (mut enf, status) = Enforcer::start(&opts).expect("enforcer starts without BPF-LSM");
-    eprintln!("{status}");
+    eprintln!("{status}\n{:?}", status.notes);
     assert_eq!(status.network, Backend::CgroupSockAddr, "{status}");
     for d in [Domain::Process, Domain::File, Domain::Capabilities] {
         match status.get(d) {
@@ -206,6 +206,16 @@ fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
     expect(&inside, "mapped-denied", "EPERM");
     expect(&inside, "udp-allowed", "ok");
     expect(&inside, "udp-denied", "EPERM");
+
+    // A cgroup created inside the enforced one is under the same policy from its mkdir on.
+    let child = cg.dir.join("child");
+    std::fs::create_dir(&child).unwrap();
+    let nested = ports.probe(Some(&child));
+    expect(&nested, "tcp-denied", "EPERM");
+    expect(&nested, "tcp-allowed", "ok");
+    assert!(enf.policies()[0].inherited.contains(&std::fs::metadata(&child).unwrap().ino()));
+    std::fs::remove_dir(&child).unwrap();
+    assert!(enf.policies()[0].inherited.is_empty(), "the entry goes with the cgroup");
 
     let outside = ports.probe(None);
     for name in ["tcp-allowed", "tcp-denied", "mapped-allowed", "mapped-denied", "udp-allowed", "udp-denied"]

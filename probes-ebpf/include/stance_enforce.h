@@ -59,8 +59,14 @@ struct stance_cgroup_policy {
 	__u32 policy_id;
 	__u32 rev;
 	__u8 mode[STANCE_NDOMAINS];
-	__u32 _pad;
+	/* STANCE_CG_* */
+	__u32 flags;
 };
+
+/* The entry was copied by the kernel from the parent cgroup's when the cgroup was created inside an
+ * audited or enforced workload (a cgroup a workload makes for itself stays in its policy); it is
+ * removed with the cgroup. Updates swap these to the new revision too. */
+#define STANCE_CG_INHERITED (1 << 0)
 
 /* Key of `policy_info` (and the prefix of every rule key). */
 struct stance_policy_key {
@@ -292,5 +298,8 @@ struct stance_verdict_event {
 #define STANCE_V_SOCK_ADDR (1 << 7)
 /* A ptrace (or /proc/PID access) of another process: object is its comm, detail its tgid. */
 #define STANCE_V_PTRACE (1 << 8)
+/* A write open of cgroup.procs/cgroup.threads of a cgroup outside the workload (moving a task out
+ * of the policy): object is that file's path. */
+#define STANCE_V_CGROUP_MOVE (1 << 9)
 
 #endif /* STANCE_ENFORCE_H */

@@ -12,9 +12,10 @@
  *
  * Paths that cannot be resolved in full (too deep or too long for the walker) are never allowed.
  *
- * The cgroup/connect{4,6} and cgroup/sendmsg{4,6} programs at the end make the same network
- * decision from the same maps, for kernels where BPF-LSM is not active; they are attached to the
- * cgroup2 root only then.
+ * The cgroup/connect{4,6} and cgroup/sendmsg{4,6} programs make the same network decision from the
+ * same maps, for kernels where BPF-LSM is not active; they are attached to the cgroup2 root only
+ * then. The tp_btf cgroup_mkdir/rmdir programs keep cgroups a workload creates inside its own under
+ * its policy, whichever backend enforces.
  *
  * Every LSM program's exit returns a constant (0 or -EPERM): 6.12's verifier requires the return
  * value to be provably within [-4095, 0].
@@ -57,6 +58,7 @@ const volatile __u64 verdict_window_ns = 1000ULL * 1000 * 1000;
 #define MSG_FASTOPEN 0x20000000
 #define CAP_OPT_NOAUDIT (1 << 1)
 #define PTRACE_MODE_NOAUDIT 0x04
+#define CGROUP2_SUPER_MAGIC 0x63677270
 
 enum decision {
 	ALLOW = 0,
@@ -192,16 +194,17 @@ struct subject {
 	__u32 mode;
 };
 
-/* The current task's policy for one domain: 0 when the domain is not evaluated for it. */
+/* The current task's policy for one domain: 1 when the domain is evaluated for it, 0 when its
+ * workload has a policy but this domain is in observe, -1 when it has none (or is the daemon). */
 static __always_inline int subject_of_current(struct subject *s, __u32 domain)
 {
 	s->cgroup_id = bpf_get_current_cgroup_id();
 	struct stance_cgroup_policy *p = bpf_map_lookup_elem(&cgroup_policy, &s->cgroup_id);
 	if (!p)
-		return 0;
+		return -1;
 	s->cp = *p;
 	if ((bpf_get_current_pid_tgid() >> 32) == stance_tgid)
-		return 0;
+		return -1;
 	__u32 mode = s->cp.mode[domain & (STANCE_NDOMAINS - 1)];
 	if (mode != STANCE_MODE_AUDIT && mode != STANCE_MODE_ENFORCE)
 		return 0;
@@ -641,10 +644,62 @@ static __noinline int file_rules_allow(struct subject *s, __u32 start, __u32 len
 	return (c.allowed | whole_path_rules(s, &c.hc.out)) & 0xffff;
 }
 
+/*
+ * Whatever its file mode, a process of a workload in audit or enforce may not move tasks into a
+ * cgroup outside the workload (a write open of cgroup.procs or cgroup.threads there): the moved
+ * task would leave the policy behind. Cgroups the workload creates inside its own are its own
+ * (see stance_cgroup_inherit). Reported in the process domain, enforced if any domain is.
+ */
+static __noinline int decide_cgroup_move(struct file *file)
+{
+	struct subject subject = {};
+	struct subject *s = &subject;
+	/* Any policy at all (the file domain may be in observe). */
+	if (subject_of_current(s, STANCE_DOM_FILE) < 0)
+		return ALLOW;
+	struct dentry *d = file->f_path.dentry;
+	char name[16] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
+	static const char procs[] = "cgroup.procs";
+	static const char threads[] = "cgroup.threads";
+	int is_procs = 1, is_threads = 1;
+#pragma unroll
+	for (int i = 0; i < (int)sizeof(threads); i++) {
+		if (i < (int)sizeof(procs) && name[i] != procs[i])
+			is_procs = 0;
+		if (name[i] != threads[i])
+			is_threads = 0;
+	}
+	if (!is_procs && !is_threads)
+		return ALLOW;
+	__u64 target = BPF_CORE_READ(d, d_parent, d_inode, i_ino);
+	struct stance_cgroup_policy *t = bpf_map_lookup_elem(&cgroup_policy, &target);
+	if (t && t->policy_id == s->cp.policy_id)
+		return ALLOW;
+	s->domain = STANCE_DOM_PROCESS;
+	s->mode = STANCE_MODE_AUDIT;
+#pragma unroll
+	for (int i = 0; i < STANCE_NDOMAINS; i++)
+		if (s->cp.mode[i] == STANCE_MODE_ENFORCE)
+			s->mode = STANCE_MODE_ENFORCE;
+	struct report rp = { .vflags = STANCE_V_CGROUP_MOVE, .detail = STANCE_ACC_WRITE };
+	struct walk_result r = {};
+	__u64 ticket = 0;
+	if (report_due(s, 0, target, 0, &rp.repeat) && walk(d, file->f_path.mnt, &r, &ticket) == 0) {
+		rp.start = r.start;
+		rp.len = r.len;
+		report_walked(s, &rp);
+	}
+	return not_allowed(s);
+}
+
 static __noinline int decide_file_open(struct file *file)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_FILE))
+	int evaluate = subject_of_current(&s, STANCE_DOM_FILE);
+	if (evaluate <= 0)
+		return ALLOW;
+	if (!evaluate)
 		return ALLOW;
 	__u32 fmode = file->f_mode;
 	__u32 fflags = file->f_flags;
@@ -718,6 +773,10 @@ static __noinline int decide_file_open(struct file *file)
 SEC("lsm/file_open")
 int BPF_PROG(stance_file_open, struct file *file)
 {
+	/* Writes on the cgroup2 filesystem first (cheap tests here, before any map lookup). */
+	if ((file->f_mode & FMODE_WRITE) && file->f_inode->i_sb->s_magic == CGROUP2_SUPER_MAGIC &&
+	    decide_cgroup_move(file) == DENY)
+		return -EPERM;
 	if (decide_file_open(file) == DENY)
 		return -EPERM;
 	return 0;
@@ -743,7 +802,7 @@ static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r,
 static __noinline int decide_exec(struct linux_binprm *bprm)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_PROCESS))
+	if (subject_of_current(&s, STANCE_DOM_PROCESS) <= 0)
 		return ALLOW;
 	/* A script: the interpreter it names is checked when the kernel execs that next (this hook
 	 * runs again with it), which is what actually runs. */
@@ -797,7 +856,7 @@ int BPF_PROG(stance_bprm_check, struct linux_binprm *bprm)
 static __noinline int decide_ptrace(struct task_struct *child, unsigned int how)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_PROCESS))
+	if (subject_of_current(&s, STANCE_DOM_PROCESS) <= 0)
 		return ALLOW;
 	struct stance_policy_key pk = { .policy_id = s.cp.policy_id, .rev = s.cp.rev };
 	struct stance_policy_info *info = bpf_map_lookup_elem(&policy_info, &pk);
@@ -834,7 +893,7 @@ int BPF_PROG(stance_ptrace_access_check, struct task_struct *child, unsigned int
 static __noinline int decide_capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_CAPS))
+	if (subject_of_current(&s, STANCE_DOM_CAPS) <= 0)
 		return ALLOW;
 	/* Only checks of the task's own credentials: not another task's (has_capability(task, ...),
 	 * file credentials) nor credentials the kernel put on temporarily (override_creds, e.g.
@@ -971,7 +1030,7 @@ static __always_inline void sock_proto(struct socket *sock, struct dest *d)
 static __noinline int decide_connect(struct socket *sock, struct sockaddr *address, int addrlen)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_NETWORK))
+	if (subject_of_current(&s, STANCE_DOM_NETWORK) <= 0)
 		return ALLOW;
 	struct dest d = {};
 	int parsed = parse_inet(address, addrlen, &d);
@@ -996,7 +1055,7 @@ int BPF_PROG(stance_socket_connect, struct socket *sock, struct sockaddr *addres
 static __noinline int decide_sendmsg(struct socket *sock, struct msghdr *msg)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_NETWORK))
+	if (subject_of_current(&s, STANCE_DOM_NETWORK) <= 0)
 		return ALLOW;
 	void *name = BPF_CORE_READ(msg, msg_name);
 	if (!name)
@@ -1038,7 +1097,7 @@ static __noinline int unix_rule_allows(struct subject *s, __u32 start, __u32 len
 static __noinline int decide_unix_peer(struct sock *other, __u32 vflags)
 {
 	struct subject s = {};
-	if (!subject_of_current(&s, STANCE_DOM_NETWORK))
+	if (subject_of_current(&s, STANCE_DOM_NETWORK) <= 0)
 		return ALLOW;
 	if (!other)
 		return ALLOW;
@@ -1222,4 +1281,41 @@ int stance_sendmsg6(struct bpf_sock_addr *ctx)
 	if (decide_sendmsg6(ctx) == DENY)
 		return 0;
 	return 1;
+}
+
+/* ---- cgroups created inside an enforced workload belong to it ------------------------------------ */
+
+/*
+ * A cgroup made under a cgroup that has an entry gets a copy of it (flagged inherited) before
+ * mkdir returns, so no task can be moved there and escape the policy, however fast. Runs wherever
+ * BTF tracepoints load (also on kernels without BPF-LSM: the network fallback reads the same map).
+ */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(stance_cgroup_inherit, struct cgroup *cgrp, const char *path)
+{
+	/* Only the unified hierarchy has the ids bpf_get_current_cgroup_id() returns. */
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	__u64 parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	struct stance_cgroup_policy *p = bpf_map_lookup_elem(&cgroup_policy, &parent);
+	if (!p)
+		return 0;
+	struct stance_cgroup_policy v = *p;
+	v.flags |= STANCE_CG_INHERITED;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_map_update_elem(&cgroup_policy, &id, &v, BPF_NOEXIST);
+	return 0;
+}
+
+/* An inherited entry goes with its cgroup (the daemon removes the ones it made). */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(stance_cgroup_forget, struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	struct stance_cgroup_policy *p = bpf_map_lookup_elem(&cgroup_policy, &id);
+	if (p && (p->flags & STANCE_CG_INHERITED))
+		bpf_map_delete_elem(&cgroup_policy, &id);
+	return 0;
 }

@@ -12,6 +12,7 @@ pub const STANCE_MAX_UNIX_RULES: u32 = 4096;
 pub const STANCE_DECISION_CACHE_ENTRIES: u32 = 65536;
 pub const STANCE_VERDICT_SEEN_ENTRIES: u32 = 16384;
 pub const STANCE_VERDICT_RINGBUF_BYTES: u32 = 4194304;
+pub const STANCE_CG_INHERITED: u32 = 1;
 pub const STANCE_PTRACE_NONE: u32 = 0;
 pub const STANCE_PTRACE_SAME_WORKLOAD: u32 = 1;
 pub const STANCE_NET_PORTS: u32 = 16;
@@ -26,6 +27,7 @@ pub const STANCE_V_CHILD_USERNS: u32 = 32;
 pub const STANCE_V_EXE_TRUNCATED: u32 = 64;
 pub const STANCE_V_SOCK_ADDR: u32 = 128;
 pub const STANCE_V_PTRACE: u32 = 256;
+pub const STANCE_V_CGROUP_MOVE: u32 = 512;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u16 = ::core::ffi::c_ushort;
 pub type __u32 = ::core::ffi::c_uint;
@@ -46,7 +48,7 @@ pub struct stance_cgroup_policy {
     pub policy_id: __u32,
     pub rev: __u32,
     pub mode: [__u8; 4usize],
-    pub _pad: __u32,
+    pub flags: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -58,8 +60,8 @@ const _: () = {
         [::core::mem::offset_of!(stance_cgroup_policy, rev) - 4usize];
     ["Offset of field: stance_cgroup_policy::mode"]
         [::core::mem::offset_of!(stance_cgroup_policy, mode) - 8usize];
-    ["Offset of field: stance_cgroup_policy::_pad"]
-        [::core::mem::offset_of!(stance_cgroup_policy, _pad) - 12usize];
+    ["Offset of field: stance_cgroup_policy::flags"]
+        [::core::mem::offset_of!(stance_cgroup_policy, flags) - 12usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

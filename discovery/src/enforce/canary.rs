@@ -7,6 +7,7 @@
 //! Between fork and _exit the child only makes async-signal-safe calls (open, write, close,
 //! socket, connect), as a child of a multi-threaded process must.
 
+use super::{Mode, Modes, Policy, StartOptions, CANARY_POLICY_ID};
 use std::{
     ffi::CString,
     io,
@@ -164,5 +165,33 @@ pub fn remove_stale(cgroup_mount: &Path) {
         if !alive {
             let _ = std::fs::remove_dir(e.path());
         }
+    }
+}
+
+impl super::Enforcer {
+    /// BPF-LSM denies for real: a child in a throwaway cgroup whose file domain is in enforce with
+    /// nothing allowed is refused a file, which this process (outside the cgroup) can read.
+    pub(super) fn lsm_canary(&mut self, opts: &StartOptions) -> Result<(), String> {
+        let target = std::env::temp_dir().join(format!("stance-enforce-canary-{}", std::process::id()));
+        std::fs::write(&target, b"canary\n").map_err(|e| format!("canary file {}: {e}", target.display()))?;
+        let result = (|| {
+            let cg = CanaryCgroup::create(&opts.cgroup_mount, "lsm")
+                .map_err(|e| format!("canary cgroup under {}: {e}", opts.cgroup_mount.display()))?;
+            let modes = Modes { file: Mode::Enforce, ..Default::default() };
+            self.apply("stance canary", CANARY_POLICY_ID, &[cg.id], &Policy::default(), modes)
+                .map_err(|e| format!("canary policy: {e}"))?;
+            let outcome = cg.open_probe(&target);
+            let _ = self.release(CANARY_POLICY_ID);
+            match outcome {
+                Outcome::Denied => {}
+                Outcome::NotDenied => return Err("BPF-LSM is not active: canary was not denied".to_owned()),
+                Outcome::Failed(why) => return Err(format!("BPF-LSM canary could not run: {why}")),
+            }
+            std::fs::read(&target).map(|_| ()).map_err(|e| {
+                format!("BPF-LSM canary: the same open outside the canary cgroup failed too: {e}")
+            })
+        })();
+        let _ = std::fs::remove_file(&target);
+        result
     }
 }

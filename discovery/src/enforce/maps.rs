@@ -304,6 +304,11 @@ impl KernelMaps {
         Ok(s)
     }
 
+    /// Every cgroup entry (explicit and inherited).
+    pub fn cgroup_entries(&self) -> Result<Vec<(u64, abi::stance_cgroup_policy)>, MapError> {
+        self.cgroup_policy.iter().collect()
+    }
+
     /// Verdicts lost since load: (ring buffer full, record not built).
     pub fn verdict_losses(&self) -> (u64, u64) {
         let get = |i| self.losses.get(&i, 0).unwrap_or(0);

@@ -11,7 +11,38 @@
 //! records. The kernel side is `probes-ebpf/src/enforce.bpf.c`; the shared layouts are
 //! `probes-ebpf/include/stance_enforce.h` (`abi`).
 
+//!
+//! What each domain decides, and where (all from kernel objects inside LSM hooks):
+//!
+//! - **file** (`file_open`, which io_uring's OPENAT and every open syscall reach): the opened file's
+//!   path, resolved in the kernel; exact rules, and directory rules that cover the directory itself
+//!   and everything under it; read, write (O_CREAT and O_TRUNC need write). Opens the kernel makes
+//!   for exec (the binary, its ELF interpreter) are the process domain's. Objects with no path in any
+//!   mount (pipes, sockets, memfds reopened through /proc/self/fd) are allowed: only a holder can
+//!   reach them. A denied O_CREAT may leave an empty file (the hook runs after creation). Repeated
+//!   opens of a file with one link are answered from a cache keyed by inode and mount under the
+//!   revision: a file renamed after it was first opened keeps that decision until the next update.
+//! - **process** (`bprm_check_security`, `ptrace_access_check`): the binary the kernel opened
+//!   (`memfd:NAME` for anonymous ones), with device and inode where the rule has them; for a script,
+//!   the interpreter it names is what is checked. Ptrace (and /proc/PID access to other processes)
+//!   only within the workload, if the policy says so.
+//! - **network** (`socket_connect`, `socket_sendmsg` with a destination, `unix_stream_connect`,
+//!   `unix_may_send`): IPv4/IPv6 destinations from the kernel's copy of the address, IPv4-mapped
+//!   IPv6 matched as IPv4 (NAT64 and 6to4 are not translated); unix sockets by the peer the kernel
+//!   found (its bound path, or `@name`), so symlinks and relative paths cannot dress one up as
+//!   another. Other address families are not governed.
+//! - **capabilities** (`capable`): checks of the task's own credentials only. Checks the kernel
+//!   marks not to audit (CAP_OPT_NOAUDIT, PTRACE_MODE_NOAUDIT) are decided the same way (they are
+//!   real privilege decisions), and reported with `noaudit` set so callers may quieten them.
+//! - A cgroup a workload creates inside its own inherits its policy in the kernel at mkdir; a
+//!   process of an audited/enforced workload may not move tasks into a cgroup outside it (needs
+//!   BPF-LSM).
+//!
+//! Paths that cannot be resolved in full are never allowed. Verdict reporting is rate limited per
+//! object (`StartOptions::verdict_window`) and never changes a decision.
+
 pub mod abi;
+mod attach;
 mod canary;
 pub mod compile;
 pub mod hash;
@@ -30,10 +61,7 @@ use std::{
 
 use aya::{
     maps::{MapData, RingBuf},
-    programs::{
-        links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr, Lsm, ProgramError,
-    },
+    programs::links::PinnedLink,
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 
@@ -191,7 +219,10 @@ pub struct EnforcedPolicy {
     pub workload: String,
     pub rev: u32,
     pub modes: Modes,
+    /// The cgroups given to `apply` / `add_cgroup`.
     pub cgroups: BTreeSet<u64>,
+    /// Cgroups the workload created inside those, which the kernel put under the same policy.
+    pub inherited: BTreeSet<u64>,
 }
 
 struct PolicyState {
@@ -201,22 +232,6 @@ struct PolicyState {
     cgroups: BTreeSet<u64>,
     entries: RevEntries,
 }
-
-/// LSM programs: (program, hook, domain).
-const LSM_PROGRAMS: &[(&str, &str, Domain)] = &[
-    ("stance_file_open", "file_open", Domain::File),
-    ("stance_bprm_check", "bprm_check_security", Domain::Process),
-    ("stance_ptrace_access_check", "ptrace_access_check", Domain::Process),
-    ("stance_capable", "capable", Domain::Capabilities),
-    ("stance_socket_connect", "socket_connect", Domain::Network),
-    ("stance_socket_sendmsg", "socket_sendmsg", Domain::Network),
-    ("stance_unix_stream_connect", "unix_stream_connect", Domain::Network),
-    ("stance_unix_may_send", "unix_may_send", Domain::Network),
-];
-
-/// The network fallback, attached to the cgroup2 root where BPF-LSM does not deny.
-const SOCK_ADDR_PROGRAMS: &[&str] =
-    &["stance_connect4", "stance_connect6", "stance_sendmsg4", "stance_sendmsg6"];
 
 /// The loaded (or adopted, after a restart) enforcement programs and their pinned maps.
 pub struct Enforcer {
@@ -237,10 +252,6 @@ pub struct Enforcer {
     leftovers: Vec<(u32, u32, RevEntries)>,
 }
 
-fn program_error(err: &ProgramError) -> String {
-    crate::probes::first_line(err)
-}
-
 fn modes_from_kernel(k: [u8; 4]) -> Modes {
     let mut m = Modes::default();
     for d in Domain::ALL {
@@ -252,37 +263,6 @@ fn modes_from_kernel(k: [u8; 4]) -> Modes {
         m.set(d, mode);
     }
     m
-}
-
-fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &str, hook: &str) -> Result<FdLink, String> {
-    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
-    let p: &mut Lsm = prog.try_into().map_err(|e| program_error(&e))?;
-    p.load(hook, btf).map_err(|e| program_error(&e))?;
-    let id = p.attach().map_err(|e| program_error(&e))?;
-    let link = p.take_link(id).map_err(|e| program_error(&e))?;
-    Ok(link.into())
-}
-
-fn load_sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &std::fs::File) -> Result<FdLink, String> {
-    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
-    let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| program_error(&e))?;
-    p.load().map_err(|e| program_error(&e))?;
-    // Kernels >= 5.7 attach through a bpf_link, which always runs alongside other programs
-    // (BPF_LINK_CREATE takes no flags: Single means "no flags" there).
-    let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(|e| program_error(&e))?;
-    let link = p.take_link(id).map_err(|e| program_error(&e))?;
-    FdLink::try_from(link).map_err(|e| format!("{name}: not an fd link: {e}"))
-}
-
-fn read_meta(layout: &PinLayout) -> Option<abi::stance_enforce_meta> {
-    let path = layout.map("enforce_meta");
-    if !path.exists() {
-        return None;
-    }
-    let data = MapData::from_pin(&path).ok()?;
-    let arr: aya::maps::Array<MapData, abi::stance_enforce_meta> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(data)).ok()?;
-    arr.get(&0, 0).ok().filter(|m| m.magic == abi::STANCE_META_MAGIC)
 }
 
 impl Enforcer {
@@ -300,7 +280,7 @@ impl Enforcer {
         layout.create(&opts.pin_dir)?;
         let lock = layout.lock()?;
         layout.check_pinned_maps()?;
-        let meta = read_meta(&layout);
+        let meta = layout.read_meta();
         let keys = match &meta {
             Some(m) => HashKeys(m.hash_key),
             None => HashKeys::random().map_err(|e| EnforceError::Unavailable(format!("getrandom: {e}")))?,
@@ -365,61 +345,7 @@ impl Enforcer {
         }
         canary::remove_stale(&opts.cgroup_mount);
 
-        // BPF-LSM: every program of a domain must attach for the domain to count.
-        let mut links: Vec<(&'static str, FdLink)> = Vec::new();
-        let mut failed: BTreeMap<Domain, String> = BTreeMap::new();
-        let mut failed_programs: BTreeSet<String> = BTreeSet::new();
-        for &(name, hook, domain) in LSM_PROGRAMS {
-            match load_lsm(&mut ebpf, &btf, name, hook) {
-                Ok(link) => links.push((name, link)),
-                Err(e) => {
-                    failed_programs.insert(name.to_owned());
-                    failed.entry(domain).or_insert(format!("BPF-LSM program {name} cannot be loaded: {e}"));
-                }
-            }
-        }
-        let lsm_proof: Result<(), String> = match failed.get(&Domain::File) {
-            Some(reason) => Err(reason.clone()),
-            None => enf.lsm_canary(opts),
-        };
-        match &lsm_proof {
-            Ok(()) => {
-                for d in Domain::ALL {
-                    let b = match failed.get(&d) {
-                        Some(r) => Backend::Unavailable(r.clone()),
-                        None => Backend::BpfLsm,
-                    };
-                    enf.status.set(d, b);
-                }
-            }
-            Err(reason) => {
-                // Attached but not denying (or not loadable): detach, and say why per domain.
-                links.clear();
-                for d in Domain::ALL {
-                    let r = failed.get(&d).unwrap_or(reason);
-                    enf.status.set(d, Backend::Unavailable(r.clone()));
-                }
-            }
-        }
-
-        if enf.status.network != Backend::BpfLsm {
-            let lsm_reason = match &enf.status.network {
-                Backend::Unavailable(r) => r.clone(),
-                _ => String::new(),
-            };
-            match enf.sock_addr_fallback(&mut ebpf, opts) {
-                Ok(fallback) => {
-                    links.extend(fallback);
-                    enf.status.network = Backend::CgroupSockAddr;
-                    enf.status.notes.push(format!("network: BPF-LSM not used ({lsm_reason})"));
-                }
-                Err(e) => {
-                    enf.status.network =
-                        Backend::Unavailable(format!("{lsm_reason}; cgroup sock_addr fallback: {e}"));
-                }
-            }
-        }
-
+        let (links, failed_programs) = enf.attach_programs(&mut ebpf, &btf, opts);
         for (name, link) in links {
             match enf.layout.pin_link(generation, name, link) {
                 Ok(p) => enf.pinned.push(p),
@@ -468,7 +394,12 @@ impl Enforcer {
             .map_err(|source| EnforceError::Invalid { workload: workload.to_owned(), source })?;
         self.retry_leftovers();
         let target: BTreeSet<u64> = cgroups.iter().copied().collect();
-        let known: BTreeSet<u64> = self.policies.values().flat_map(|p| p.cgroups.iter().copied()).collect();
+        let in_map = self
+            .maps
+            .cgroup_entries()
+            .map_err(|source| EnforceError::Update { workload: workload.to_owned(), source })?;
+        self.usage.cgroups = in_map.len();
+        let known: BTreeSet<u64> = in_map.iter().map(|(cg, _)| *cg).collect();
         let need = Usage {
             file: compiled.files.len(),
             exec: compiled.execs.len(),
@@ -492,7 +423,7 @@ impl Enforcer {
         self.usage.add(&entries);
 
         // The swap: one map update per cgroup, each atomic for the programs reading it.
-        let value = abi::stance_cgroup_policy { policy_id, rev, mode: kmodes, _pad: 0 };
+        let value = abi::stance_cgroup_policy { policy_id, rev, mode: kmodes, flags: 0 };
         let mut swapped: Vec<(u64, Option<abi::stance_cgroup_policy>)> = Vec::new();
         for &cg in &target {
             let prev = self.maps.cgroup_policy.get(&cg, 0).ok();
@@ -522,15 +453,19 @@ impl Enforcer {
             policy_id,
             PolicyState { workload: workload.to_owned(), rev, modes, cgroups: target, entries },
         );
-        self.recount_cgroups();
 
         if let Some(old) = old {
-            // No program may still be deciding with the old revision when it goes.
-            match self.maps.grace_period() {
+            // Cgroups the workload made inside its own copied the old entry; once no mkdir can
+            // still be copying it (a grace period), move them to the new revision too. Then no
+            // program may still be deciding with the old revision when it goes.
+            let moved =
+                self.maps.grace_period().and_then(|()| self.repoint_inherited(policy_id, rev, kmodes));
+            match moved.and_then(|()| self.maps.grace_period()) {
                 Ok(()) => self.delete_rev(policy_id, old.rev, old.entries),
                 Err(_) => self.leftovers.push((policy_id, old.rev, old.entries)),
             }
         }
+        self.recount_cgroups();
         Ok(rev)
     }
 
@@ -548,7 +483,7 @@ impl Enforcer {
                 return Err(EnforceError::TooLarge { workload, what, needed, free });
             }
         }
-        let value = abi::stance_cgroup_policy { policy_id, rev: st.rev, mode: st.modes.kernel(), _pad: 0 };
+        let value = abi::stance_cgroup_policy { policy_id, rev: st.rev, mode: st.modes.kernel(), flags: 0 };
         self.maps
             .cgroup_policy
             .insert(cgroup, value, 0)
@@ -599,6 +534,14 @@ impl Enforcer {
                 }
             }
         }
+        // Cgroups the workload made inside its own go too (after a grace period, none can still
+        // be copying an entry of this policy).
+        let _ = self.maps.grace_period();
+        for (cg, v) in self.maps.cgroup_entries().unwrap_or_default() {
+            if v.policy_id == policy_id {
+                let _ = self.maps.cgroup_policy.remove(&cg);
+            }
+        }
         self.recount_cgroups();
         match self.maps.grace_period() {
             Ok(()) => self.delete_rev(policy_id, st.rev, st.entries),
@@ -615,6 +558,7 @@ impl Enforcer {
 
     /// Every policy in force (after a restart: what was adopted from the pins).
     pub fn policies(&self) -> Vec<EnforcedPolicy> {
+        let entries = self.maps.cgroup_entries().unwrap_or_default();
         self.policies
             .iter()
             .map(|(id, p)| EnforcedPolicy {
@@ -623,6 +567,11 @@ impl Enforcer {
                 rev: p.rev,
                 modes: p.modes,
                 cgroups: p.cgroups.clone(),
+                inherited: entries
+                    .iter()
+                    .filter(|(cg, v)| v.policy_id == *id && !p.cgroups.contains(cg))
+                    .map(|(cg, _)| *cg)
+                    .collect(),
             })
             .collect()
     }
@@ -651,7 +600,33 @@ impl Enforcer {
     }
 
     fn recount_cgroups(&mut self) {
-        self.usage.cgroups = self.policies.values().map(|p| p.cgroups.len()).sum();
+        self.usage.cgroups = match self.maps.cgroup_entries() {
+            Ok(all) => all.len(),
+            Err(_) => self.policies.values().map(|p| p.cgroups.len()).sum(),
+        };
+    }
+
+    /// Points the kernel-made (inherited) entries of a policy at revision `rev`. An entry whose
+    /// cgroup was removed meanwhile is not brought back (update only if it exists).
+    fn repoint_inherited(
+        &mut self,
+        policy_id: u32,
+        rev: u32,
+        mode: [u8; 4],
+    ) -> Result<(), aya::maps::MapError> {
+        const BPF_EXIST: u64 = 2;
+        for (cg, v) in self.maps.cgroup_entries()? {
+            if v.policy_id == policy_id && v.flags & abi::STANCE_CG_INHERITED != 0 && v.rev != rev {
+                let value = abi::stance_cgroup_policy { policy_id, rev, mode, flags: v.flags };
+                match self.maps.cgroup_policy.insert(cg, value, BPF_EXIST) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(aya::maps::MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a revision's entries (after a grace period, where it was ever live); what fails to
@@ -711,7 +686,8 @@ impl Enforcer {
             let info = scanned.infos.get(&(id, rev)).copied().unwrap_or_default();
             for (cg, v) in &cgroups {
                 if v.rev != rev {
-                    let value = abi::stance_cgroup_policy { policy_id: id, rev, mode: info.mode, _pad: 0 };
+                    let value =
+                        abi::stance_cgroup_policy { policy_id: id, rev, mode: info.mode, flags: v.flags };
                     self.maps
                         .cgroup_policy
                         .insert(*cg, value, 0)
@@ -724,7 +700,11 @@ impl Enforcer {
                     workload: format!("policy {id}"),
                     rev,
                     modes: modes_from_kernel(info.mode),
-                    cgroups: cgroups.iter().map(|(c, _)| *c).collect(),
+                    cgroups: cgroups
+                        .iter()
+                        .filter(|(_, v)| v.flags & abi::STANCE_CG_INHERITED == 0)
+                        .map(|(c, _)| *c)
+                        .collect(),
                     entries: scanned.revs.get(&(id, rev)).cloned().unwrap_or_default(),
                 },
             );
@@ -747,65 +727,5 @@ impl Enforcer {
             }
         }
         Ok(())
-    }
-
-    /// BPF-LSM denies for real: a child in a throwaway cgroup whose file domain is in enforce with
-    /// nothing allowed is refused a file, which this process (outside the cgroup) can read.
-    fn lsm_canary(&mut self, opts: &StartOptions) -> Result<(), String> {
-        let target = std::env::temp_dir().join(format!("stance-enforce-canary-{}", std::process::id()));
-        std::fs::write(&target, b"canary\n").map_err(|e| format!("canary file {}: {e}", target.display()))?;
-        let result = (|| {
-            let cg = canary::CanaryCgroup::create(&opts.cgroup_mount, "lsm")
-                .map_err(|e| format!("canary cgroup under {}: {e}", opts.cgroup_mount.display()))?;
-            let modes = Modes { file: Mode::Enforce, ..Default::default() };
-            self.apply("stance canary", CANARY_POLICY_ID, &[cg.id], &Policy::default(), modes)
-                .map_err(|e| format!("canary policy: {e}"))?;
-            let outcome = cg.open_probe(&target);
-            let _ = self.release(CANARY_POLICY_ID);
-            match outcome {
-                canary::Outcome::Denied => {}
-                canary::Outcome::NotDenied => {
-                    return Err("BPF-LSM is not active: canary was not denied".to_owned())
-                }
-                canary::Outcome::Failed(why) => return Err(format!("BPF-LSM canary could not run: {why}")),
-            }
-            std::fs::read(&target).map(|_| ()).map_err(|e| {
-                format!("BPF-LSM canary: the same open outside the canary cgroup failed too: {e}")
-            })
-        })();
-        let _ = std::fs::remove_file(&target);
-        result
-    }
-
-    /// Loads and attaches the cgroup sock_addr programs at the cgroup2 root, and proves they deny.
-    fn sock_addr_fallback(
-        &mut self,
-        ebpf: &mut Ebpf,
-        opts: &StartOptions,
-    ) -> Result<Vec<(&'static str, FdLink)>, String> {
-        let root = std::fs::File::open(&opts.cgroup_mount)
-            .map_err(|e| format!("cannot open the cgroup2 root {}: {e}", opts.cgroup_mount.display()))?;
-        let mut links = Vec::new();
-        for &name in SOCK_ADDR_PROGRAMS {
-            links.push((name, load_sock_addr(ebpf, name, &root).map_err(|e| format!("{name}: {e}"))?));
-        }
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("canary listener: {e}"))?;
-        let addr = match listener.local_addr() {
-            Ok(std::net::SocketAddr::V4(a)) => a,
-            other => return Err(format!("canary listener address: {other:?}")),
-        };
-        let cg = canary::CanaryCgroup::create(&opts.cgroup_mount, "net")
-            .map_err(|e| format!("canary cgroup under {}: {e}", opts.cgroup_mount.display()))?;
-        let modes = Modes { network: Mode::Enforce, ..Default::default() };
-        self.apply("stance canary", CANARY_POLICY_ID, &[cg.id], &Policy::default(), modes)
-            .map_err(|e| format!("canary policy: {e}"))?;
-        let outcome = cg.connect_probe(addr);
-        let _ = self.release(CANARY_POLICY_ID);
-        match outcome {
-            canary::Outcome::Denied => Ok(links),
-            canary::Outcome::NotDenied => Err("the canary connect was not denied".into()),
-            canary::Outcome::Failed(why) => Err(format!("canary could not run: {why}")),
-        }
     }
 }

@@ -70,6 +70,18 @@ impl PinLayout {
         Ok(())
     }
 
+    /// The pinned meta entry (hash keys, last revision and generation), if an initialised one exists.
+    pub fn read_meta(&self) -> Option<abi::stance_enforce_meta> {
+        let path = self.map("enforce_meta");
+        if !path.exists() {
+            return None;
+        }
+        let data = MapData::from_pin(&path).ok()?;
+        let arr: aya::maps::Array<MapData, abi::stance_enforce_meta> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).ok()?;
+        arr.get(&0, 0).ok().filter(|m| m.magic == abi::STANCE_META_MAGIC)
+    }
+
     /// One enforcer per pinned state: a second one would retire the first one's links and work from
     /// a stale view of the maps. An exclusive flock on the directory, which the kernel drops when
     /// the holder dies (so a daemon killed with SIGKILL never blocks its successor).

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Network domain in enforce: connect and unconnected datagrams are decided in lsm/socket_connect
-# and lsm/socket_sendmsg from the kernel's copy of the address, IPv4-mapped IPv6 normalised; unix
-# sockets by the peer the kernel found (lsm/unix_stream_connect), so a symlink to a denied socket
-# is denied and abstract names are rules of their own.
+# Network domain in enforce: connect (io_uring's CONNECT too) and unconnected datagrams are decided
+# in lsm/socket_connect and lsm/socket_sendmsg from the kernel's copy of the address, IPv4-mapped IPv6
+# normalised; unix sockets by the peer the kernel found (lsm/unix_stream_connect), so a symlink to a
+# denied socket is denied and abstract names are rules of their own.
 . /scenarios/lib/enforce.sh
 
 cg=$(mkcg enforce-net)
@@ -34,6 +34,8 @@ expect EPERM "connect to a port it never used" in_cg "$cg" enforce-probe connect
 wait_verdict "^verdict: deny network 127.0.0.1:8034/tcp exe=$PROBE .*send=0 "
 expect EPERM "the IPv4-mapped IPv6 form of it" in_cg "$cg" enforce-probe connect ::ffff:127.0.0.1 8034
 expect ok "the IPv4-mapped form of the allowed one" in_cg "$cg" enforce-probe connect ::ffff:127.0.0.1 8033
+expect EPERM "io_uring CONNECT to it" in_cg "$cg" enforce-probe uring-connect 127.0.0.1 8034
+expect ok "io_uring CONNECT to the allowed port" in_cg "$cg" enforce-probe uring-connect 127.0.0.1 8033
 expect EPERM "another loopback address" in_cg "$cg" enforce-probe connect 127.0.0.2 8033
 expect EPERM "IPv6 loopback" in_cg "$cg" enforce-probe connect ::1 8033
 expect EPERM "UDP sendto without connect" in_cg "$cg" enforce-probe udp-send 127.0.0.1 8034

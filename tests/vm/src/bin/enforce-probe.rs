@@ -9,6 +9,7 @@
 //!   deep-open DIR SEG N              chdir the same way, then open `f` for reading
 //!   openat2 PATH                     openat2(2) for reading
 //!   uring-open PATH                  io_uring IORING_OP_OPENAT for reading (raw syscalls)
+//!   uring-connect ADDR PORT          io_uring IORING_OP_CONNECT (TCP)
 //!   exec PATH                        execve(PATH, ["probe", "true"])
 //!   execveat DIR NAME                execveat(dirfd, NAME)
 //!   fexecve PATH                     execveat(fd, "", AT_EMPTY_PATH)
@@ -24,8 +25,8 @@
 //!   bench-open PATH N                N × (open + close), prints `ns-per-op: X`
 //!   bench-exec PATH N                N × (fork + exec PATH true + wait), prints `ns-per-op: X`
 //!   bench-ab open|exec TARGET N ROUNDS CG_A CG_B
-//!                                    ROUNDS × (join CG_A, N ops; join CG_B, N ops): interleaved
-//!                                    A/B in one process; prints per-round ns and the median ratio
+//!                                    ROUNDS × (N ops in CG_A, N ops in CG_B), each batch in a child
+//!                                    moved there (interleaved A/B); per-round ns, median ratio
 //!   true                             exit 0 (the target of the exec actions)
 
 use std::{
@@ -178,6 +179,7 @@ mod uring {
         flags: u32,
     }
 
+    const IORING_OP_CONNECT: u8 = 16;
     const IORING_OP_OPENAT: u8 = 18;
     const IORING_OFF_SQ_RING: i64 = 0;
     const IORING_OFF_CQ_RING: i64 = 0x800_0000;
@@ -203,8 +205,8 @@ mod uring {
         }
     }
 
-    pub fn open(path: &str) -> Outcome {
-        let p = cstr(path);
+    /// Submits one SQE on a fresh ring of one entry and returns its completion's result.
+    fn submit_one(sqe: Sqe) -> io::Result<i32> {
         let mut params = Params::default();
         // SAFETY: every pointer below comes from mmaps of the ring fd at the offsets and sizes the
         // kernel reported in `params`; the ring has one entry, used once; volatile accesses stand in
@@ -214,18 +216,7 @@ mod uring {
             let sq = map(fd, (params.sq_off.array + params.sq_entries * 4) as usize, IORING_OFF_SQ_RING)?;
             let cq = map(fd, (params.cq_off.cqes + params.cq_entries * 16) as usize, IORING_OFF_CQ_RING)?;
             let sqes = map(fd, params.sq_entries as usize * 64, IORING_OFF_SQES)?.cast::<Sqe>();
-            sqes.write(Sqe {
-                opcode: IORING_OP_OPENAT,
-                flags: 0,
-                ioprio: 0,
-                fd: libc::AT_FDCWD,
-                off: 0,
-                addr: p.as_ptr() as u64,
-                len: 0,
-                open_flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
-                user_data: 7,
-                pad: [0; 3],
-            });
+            sqes.write(sqe);
             let tail = sq.add(params.sq_off.tail as usize).cast::<u32>();
             let mask = *sq.add(params.sq_off.ring_mask as usize).cast::<u32>();
             let t = tail.read_volatile();
@@ -253,9 +244,60 @@ mod uring {
             if cqe.res < 0 {
                 return Err(io::Error::from_raw_os_error(-cqe.res));
             }
-            libc::close(cqe.res);
+            Ok(cqe.res)
         }
+    }
+
+    fn sqe(opcode: u8, fd: i32, addr: u64, off: u64, open_flags: u32) -> Sqe {
+        Sqe { opcode, flags: 0, ioprio: 0, fd, off, addr, len: 0, open_flags, user_data: 7, pad: [0; 3] }
+    }
+
+    pub fn open(path: &str) -> Outcome {
+        let p = cstr(path);
+        let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u32;
+        let fd = submit_one(sqe(IORING_OP_OPENAT, libc::AT_FDCWD, p.as_ptr() as u64, 0, flags))?;
+        // SAFETY: closing the file the ring opened for us.
+        unsafe { libc::close(fd) };
         Ok(())
+    }
+
+    /// A TCP connect through IORING_OP_CONNECT (the address length travels in `off`).
+    pub fn connect(to: SocketAddr) -> Outcome {
+        // SAFETY: a socket of the destination's family, closed below.
+        let fd = check(unsafe {
+            let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+            libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        } as libc::c_long)? as i32;
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match to {
+            SocketAddr::V4(a) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in fits in sockaddr_storage.
+                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        let res = submit_one(sqe(IORING_OP_CONNECT, fd, &storage as *const _ as u64, len as u64, 0));
+        // SAFETY: closing the socket made above.
+        unsafe { libc::close(fd) };
+        res.map(drop)
     }
 }
 
@@ -426,9 +468,49 @@ fn bench_exec(path: &str) -> Outcome {
     Ok(())
 }
 
-/// Moves this process into the cgroup directory `cg`.
-fn join(cg: &str) -> Outcome {
-    std::fs::write(format!("{cg}/cgroup.procs"), b"0")
+/// N operations timed inside cgroup `cg`, in a forked child that this process (outside every
+/// workload) moves there: a process of an enforced workload may not move itself out of it.
+fn batch_in(cg: &str, n: u32, op: &mut dyn FnMut() -> Outcome) -> io::Result<f64> {
+    let mut go = [0i32; 2];
+    let mut result = [0i32; 2];
+    // SAFETY: pipes into arrays of two fds; fork of this single-threaded process; the child only
+    // reads, runs the ops, writes 8 bytes and _exits.
+    unsafe {
+        if libc::pipe(go.as_mut_ptr()) != 0 || libc::pipe(result.as_mut_ptr()) != 0 {
+            return Err(last_err());
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(last_err());
+        }
+        if pid == 0 {
+            let mut b = [0u8; 1];
+            libc::read(go[0], b.as_mut_ptr().cast(), 1);
+            let t = Instant::now();
+            let mut failed = false;
+            for _ in 0..n {
+                failed |= op().is_err();
+            }
+            let ns: f64 = if failed { -1.0 } else { t.elapsed().as_nanos() as f64 / f64::from(n.max(1)) };
+            libc::write(result[1], ns.to_le_bytes().as_ptr().cast(), 8);
+            libc::_exit(0);
+        }
+        let moved = std::fs::write(format!("{cg}/cgroup.procs"), pid.to_string());
+        libc::write(go[1], b"g".as_ptr().cast(), 1);
+        let mut buf = [0u8; 8];
+        let got = libc::read(result[0], buf.as_mut_ptr().cast(), 8);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        for fd in go.into_iter().chain(result) {
+            libc::close(fd);
+        }
+        moved?;
+        let ns = f64::from_le_bytes(buf);
+        if got != 8 || ns < 0.0 {
+            return Err(io::Error::other(format!("an operation failed inside {cg}")));
+        }
+        Ok(ns)
+    }
 }
 
 fn bench_ab(kind: &str, target: &str, n: &str, rounds: &str, a: &str, b: &str) -> Outcome {
@@ -440,17 +522,9 @@ fn bench_ab(kind: &str, target: &str, n: &str, rounds: &str, a: &str, b: &str) -
         "exec" => Box::new(|| bench_exec(target)),
         _ => return Err(bad("kind is open or exec")),
     };
-    let mut timed = |cg: &str| -> io::Result<f64> {
-        join(cg)?;
-        let t = Instant::now();
-        for _ in 0..n {
-            op()?;
-        }
-        Ok(t.elapsed().as_nanos() as f64 / f64::from(n.max(1)))
-    };
     let mut ratios = Vec::new();
     for r in 0..rounds {
-        let (x, y) = (timed(a)?, timed(b)?);
+        let (x, y) = (batch_in(a, n, &mut op)?, batch_in(b, n, &mut op)?);
         println!("round {r}: a {x:.0} ns  b {y:.0} ns  ratio {:.3}", x / y);
         ratios.push(x / y);
     }
@@ -469,6 +543,7 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["deep-open", dir, seg, n] => deep(dir, seg, n, false),
         ["openat2", p] => openat2(p),
         ["uring-open", p] => uring::open(p),
+        ["uring-connect", h, p] => addr(h, p).and_then(uring::connect),
         ["exec", p] => exec(p),
         ["execveat", dir, name] => {
             open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0))
