@@ -74,7 +74,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let (enforcer, status) = start_enforcer(&mount, &cfg.pin_dir);
     for d in Domain::ALL {
-        println!("  enforcement {d}: {}", actor::backend(&status, d));
+        println!("  enforcement {d}: {}", status.get(d));
     }
     let ringbuf = probes.take_ringbuf()?;
     let kernel_losses = probes.take_loss_counters()?;

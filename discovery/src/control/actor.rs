@@ -74,16 +74,6 @@ pub fn unavailable_status(reason: &str) -> Status {
     Status { process: un(), file: un(), network: un(), capabilities: un(), adopted: 0, notes: Vec::new() }
 }
 
-/// How `domain` is enforced according to `status`.
-pub fn backend(status: &Status, domain: Domain) -> &Backend {
-    match domain {
-        Domain::Process => &status.process,
-        Domain::File => &status.file,
-        Domain::Network => &status.network,
-        Domain::Capabilities => &status.capabilities,
-    }
-}
-
 /// A request for the actor, with where its answer goes.
 pub enum Command {
     Mode {
@@ -246,7 +236,7 @@ impl Actor {
         let missing: Vec<(Domain, &str)> = Domain::ALL
             .into_iter()
             .filter(|d| modes.get(*d) != Mode::Observe)
-            .filter_map(|d| match backend(&self.status, d) {
+            .filter_map(|d| match self.status.get(d) {
                 Backend::Unavailable(reason) => Some((d, reason.as_str())),
                 _ => None,
             })
