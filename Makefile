@@ -4,7 +4,10 @@
 SHELL := /bin/bash
 DB ?= /var/lib/stance/stance.db
 CARGO ?= cargo
-RELEASE := target/release/stance
+# Honour CARGO_TARGET_DIR, so a build in a shared or out-of-tree target dir is the one that runs.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release
+RELEASE := $(BIN)/stance
 
 .PHONY: run test deps build abi check unit root-tests vm-tests lint bench clean
 
@@ -32,8 +35,8 @@ root-tests:
 
 # Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
 vm-tests:
-	target/release/stance-vmtest --bin target/release/stance --bin target/release/canary-loader \
-		--bin target/release/stance-enforce-test --bin target/release/enforce-probe \
+	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
+		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe \
 		--lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build
