@@ -43,7 +43,7 @@ pub fn from_graph(graph: &Graph) -> Policy {
             (Some(dev), Some(ino)) if !memfd && ino != 0 => (Some(dev), Some(ino)),
             _ => (None, None),
         };
-        executables.insert(ExecRule { path: node.label.clone(), dev, ino });
+        executables.insert(ExecRule { path: node.label.clone(), dev, ino, from: vec![] });
     }
 
     // path → (read, write)
@@ -85,7 +85,13 @@ pub fn from_graph(graph: &Graph) -> Policy {
         executables: executables.into_iter().collect(),
         files: files
             .into_iter()
-            .map(|(path, (read, write))| FileRule { path: path.to_owned(), prefix: false, read, write })
+            .map(|(path, (read, write))| FileRule {
+                path: path.to_owned(),
+                prefix: false,
+                children: false,
+                read,
+                write,
+            })
             .collect(),
         network: network.into_iter().collect(),
         unix: unix.into_iter().collect(),
@@ -249,10 +255,10 @@ mod tests {
         assert_eq!(
             p.executables,
             [
-                ExecRule { path: "/usr/bin/cat".into(), dev: None, ino: None },
-                ExecRule { path: "/usr/bin/python3.11".into(), dev: Some(2049), ino: Some(77) },
+                ExecRule { path: "/usr/bin/cat".into(), dev: None, ino: None, from: vec![] },
+                ExecRule { path: "/usr/bin/python3.11".into(), dev: Some(2049), ino: Some(77), from: vec![] },
                 // A memfd is a new inode every time: its name is all a rule can hold.
-                ExecRule { path: "memfd:jit".into(), dev: None, ino: None },
+                ExecRule { path: "memfd:jit".into(), dev: None, ino: None, from: vec![] },
             ]
         );
     }
@@ -260,7 +266,13 @@ mod tests {
     #[test]
     fn files_split_read_and_write_and_skip_failures() {
         let p = from_graph(&graph());
-        let rule = |path: &str, read, write| FileRule { path: path.into(), prefix: false, read, write };
+        let rule = |path: &str, read, write| FileRule {
+            path: path.into(),
+            prefix: false,
+            children: false,
+            read,
+            write,
+        };
         assert_eq!(
             p.files,
             [

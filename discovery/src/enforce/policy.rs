@@ -159,9 +159,13 @@ impl Modes {
 pub struct FileRule {
     /// Absolute path, as the kernel resolves it (no trailing slash except for `/` itself).
     pub path: String,
-    /// true: every path under `path` (a directory rule); false: exactly `path`.
+    /// true: every path under `path`, at any depth (a recursive directory rule); false: exactly `path`.
     #[serde(default)]
     pub prefix: bool,
+    /// true: the direct children of the directory `path` only (one level, not deeper). Exclusive with
+    /// `prefix`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub children: bool,
     #[serde(default)]
     pub read: bool,
     /// Includes create and truncate.
@@ -180,6 +184,10 @@ pub struct ExecRule {
     pub dev: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ino: Option<u64>,
+    /// The executables allowed to start this one (KubeArmor's fromSource): the executable of the
+    /// process calling execve. Empty: any executable of the workload may start it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
 }
 
 /// Destinations the workload may connect or send to.
@@ -235,8 +243,19 @@ mod tests {
     #[test]
     fn policy_round_trips_as_json() {
         let p = Policy {
-            executables: vec![ExecRule { path: "/usr/bin/cat".into(), dev: Some(1), ino: Some(2) }],
-            files: vec![FileRule { path: "/etc".into(), prefix: true, read: true, write: false }],
+            executables: vec![ExecRule {
+                path: "/usr/bin/cat".into(),
+                dev: Some(1),
+                ino: Some(2),
+                from: vec![],
+            }],
+            files: vec![FileRule {
+                path: "/etc".into(),
+                prefix: true,
+                children: false,
+                read: true,
+                write: false,
+            }],
             network: vec![NetRule {
                 net: "127.0.0.0/8".parse().unwrap(),
                 port_lo: 80,

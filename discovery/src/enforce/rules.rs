@@ -20,6 +20,10 @@ pub enum RuleError {
     RelativeFile(String),
     #[error("path '{0}' has a '.' or '..' component (rules name paths as the kernel resolves them)")]
     DotComponent(String),
+    #[error("file rule '{0}': one-level directory rules (children) are not supported by this enforcer yet")]
+    ChildrenUnsupported(String),
+    #[error("executable rule '{0}': fromSource restrictions are not supported by this enforcer yet")]
+    FromUnsupported(String),
     #[error("executable rule '{0}' is empty")]
     EmptyExec(String),
     #[error("unix socket rule '{0}' is neither an absolute path nor @name")]
@@ -152,6 +156,9 @@ pub fn compile(policy: &Policy, keys: &HashKeys) -> Result<CompiledRules, RuleEr
 
     for f in &policy.files {
         let path = canonical_path(&f.path)?;
+        if f.children {
+            return Err(RuleError::ChildrenUnsupported(f.path.clone()));
+        }
         let (kind, text) = if f.prefix {
             // A directory rule is hashed without its trailing slash; "/" as the empty string.
             (abi::STANCE_FILE_PREFIX, if path == "/" { String::new() } else { path })
@@ -174,6 +181,9 @@ pub fn compile(policy: &Policy, keys: &HashKeys) -> Result<CompiledRules, RuleEr
     for e in &policy.executables {
         if e.path.is_empty() {
             return Err(RuleError::EmptyExec(e.path.clone()));
+        }
+        if !e.from.is_empty() {
+            return Err(RuleError::FromUnsupported(e.path.clone()));
         }
         // Anonymous executables are rules by label ("memfd:NAME"), which never starts with '/'.
         let text = if e.path.starts_with('/') { canonical_path(&e.path)? } else { e.path.clone() };
@@ -265,7 +275,7 @@ mod tests {
     const KEYS: HashKeys = HashKeys([1, 2, 3, 4]);
 
     fn file(path: &str, prefix: bool, read: bool, write: bool) -> FileRule {
-        FileRule { path: path.into(), prefix, read, write }
+        FileRule { path: path.into(), prefix, children: false, read, write }
     }
 
     fn net(n: &str, lo: u16, hi: u16, proto: Option<&str>) -> NetRule {
@@ -310,10 +320,10 @@ mod tests {
         let dev = libc::makedev(8, 1);
         let p = Policy {
             executables: vec![
-                ExecRule { path: "/usr/bin/cat".into(), dev: Some(dev), ino: Some(42) },
-                ExecRule { path: "memfd:runc_cloned".into(), dev: None, ino: None },
-                ExecRule { path: "/bin/busybox".into(), dev: Some(dev), ino: Some(1) },
-                ExecRule { path: "/bin/busybox".into(), dev: Some(dev), ino: Some(2) },
+                ExecRule { path: "/usr/bin/cat".into(), dev: Some(dev), ino: Some(42), from: vec![] },
+                ExecRule { path: "memfd:runc_cloned".into(), dev: None, ino: None, from: vec![] },
+                ExecRule { path: "/bin/busybox".into(), dev: Some(dev), ino: Some(1), from: vec![] },
+                ExecRule { path: "/bin/busybox".into(), dev: Some(dev), ino: Some(2), from: vec![] },
             ],
             ..Default::default()
         };
