@@ -799,7 +799,7 @@ static __noinline int decide_file_open(struct file *file)
 	if (due) {
 		/* The report names the real path: walk again without the pid wildcards (rare: only
 		 * for procfs paths, only when a report is due). */
-		if (r.normalised && !(rp.vflags & STANCE_V_TRUNCATED))
+		if (mnt->mnt_sb->s_magic == STANCE_PROC_SUPER_MAGIC && !(rp.vflags & STANCE_V_TRUNCATED))
 			walk(file->f_path.dentry, mnt, &r, &ticket);
 		rp.start = r.start;
 		rp.len = r.len;

@@ -62,24 +62,32 @@ struct walk_ctx {
 	__u32 norm_proc;
 	/* The mount being walked is procfs (kept only when norm_proc is set). */
 	__u32 on_proc;
-	/* How many names were written as "*". */
-	__u32 normalised;
 };
+
+/* The high bit of each byte of w that is not an ASCII digit, without a branch per byte (this runs
+ * inside the walk's loop callback, which newer verifiers check until its states converge: every
+ * branch there multiplies their work). Only bytes below 0x80 are added to, so no carry crosses
+ * into a byte that was a digit. */
+#define SWAR_HIGH 0x8080808080808080ULL
+static __always_inline __u64 non_digits(__u64 w)
+{
+	__u64 high = w & SWAR_HIGH;
+	__u64 ascii = w & ~SWAR_HIGH;
+	/* b >= ':' sets the high bit of b + 0x46; b < '0' leaves it clear in b + 0x50. */
+	return high | ((ascii + 0x4646464646464646ULL) & SWAR_HIGH) | (~(ascii + 0x5050505050505050ULL) & SWAR_HIGH);
+}
 
 /* 1 when the name is 1 to 10 ASCII digits (a pid or tid fits in 10). */
 static __always_inline int all_digits(const unsigned char *name, __u32 len)
 {
 	if (len == 0 || len > 10)
 		return 0;
-	char tmp[16] = {};
-	bpf_probe_read_kernel(tmp, BOUND(len, 15), name);
-	int digits = 1;
-#pragma unroll
-	for (__u32 i = 0; i < 10; i++) {
-		if (i < len && (tmp[i] < '0' || tmp[i] > '9'))
-			digits = 0;
-	}
-	return digits;
+	__u64 w[2] = {};
+	bpf_probe_read_kernel(w, BOUND(len, 15), name);
+	/* Bytes past the name are zero, which is not a digit: mask them out. */
+	__u64 m0 = len >= 8 ? ~0ULL : (1ULL << (len * 8)) - 1;
+	__u64 m1 = len > 8 ? (1ULL << ((len - 8) * 8)) - 1 : 0;
+	return ((non_digits(w[0]) & m0) | (non_digits(w[1]) & m1)) == 0;
 }
 
 static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
@@ -97,7 +105,6 @@ static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 		c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '*';
 		c->pos -= 1;
 		c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
-		c->normalised += 1;
 		return 0;
 	}
 	if (len + 1 >= c->pos) {
@@ -156,8 +163,6 @@ struct walk_result {
 	__u32 len;
 	__u32 trunc;
 	__u32 anon;
-	/* Names written as "*" (norm_proc only). */
-	__u32 normalised;
 };
 
 /*
@@ -195,7 +200,6 @@ static __always_inline int resolve_path_impl(struct dentry *dentry, struct vfsmo
 	res->len = STANCE_PATH_MAX - 1 - c.pos;
 	res->trunc = c.trunc;
 	res->anon = c.anon;
-	res->normalised = c.normalised;
 	return 0;
 }
 
