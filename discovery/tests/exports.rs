@@ -191,6 +191,12 @@ fn set<T: Ord>(it: impl IntoIterator<Item = T>) -> BTreeSet<T> {
     it.into_iter().collect()
 }
 
+/// JSON values as a set, for comparing rule lists whose order does not matter (serde_json's maps
+/// are sorted, so equal values print the same).
+fn items(it: impl IntoIterator<Item = Value>) -> BTreeSet<String> {
+    it.into_iter().map(|v| v.to_string()).collect()
+}
+
 // ---- KubeArmor ----------------------------------------------------------------------------------
 
 #[test]
@@ -206,8 +212,8 @@ fn kubearmor_web_server_is_valid_and_exact() {
 
     // Processes: exactly the two executables; nginx only from dash.
     assert_eq!(
-        set(arr(&spec["process"], "matchPaths").into_iter().cloned()),
-        set([
+        items(arr(&spec["process"], "matchPaths").into_iter().cloned()),
+        items([
             json!({"path": "/usr/sbin/nginx", "fromSource": [{"path": "/usr/bin/dash"}]}),
             json!({"path": "/usr/bin/dash"})
         ]),
@@ -219,8 +225,8 @@ fn kubearmor_web_server_is_valid_and_exact() {
     // Files: recursive vs one-level directories, read-only only where the native rule is.
     let file = &spec["file"];
     assert_eq!(
-        set(arr(file, "matchDirectories").into_iter().cloned()),
-        set([
+        items(arr(file, "matchDirectories").into_iter().cloned()),
+        items([
             json!({"dir": "/etc/nginx/", "recursive": true, "readOnly": true}),
             json!({"dir": "/usr/share/nginx/html/", "recursive": true, "readOnly": true}),
             json!({"dir": "/usr/lib/x86_64-linux-gnu/", "recursive": true, "readOnly": true}),
@@ -228,8 +234,8 @@ fn kubearmor_web_server_is_valid_and_exact() {
         ])
     );
     assert_eq!(
-        set(arr(file, "matchPaths").into_iter().cloned()),
-        set([
+        items(arr(file, "matchPaths").into_iter().cloned()),
+        items([
             json!({"path": "/run/nginx.pid"}),
             json!({"path": "/var/spool/nginx/upload"}),
             json!({"path": "/etc/ld.so.cache", "readOnly": true}),
@@ -240,8 +246,8 @@ fn kubearmor_web_server_is_valid_and_exact() {
     // Network by protocol only; capabilities by name; nothing blocked wholesale.
     assert_eq!(spec["network"], json!({"matchProtocols": [{"protocol": "tcp"}, {"protocol": "udp"}]}));
     assert_eq!(
-        set(arr(&spec["capabilities"], "matchCapabilities").into_iter().cloned()),
-        set([
+        items(arr(&spec["capabilities"], "matchCapabilities").into_iter().cloned()),
+        items([
             json!({"capability": "setgid"}),
             json!({"capability": "setuid"}),
             json!({"capability": "net_bind_service"})
@@ -283,8 +289,8 @@ fn kubearmor_cache_denies_network_and_capabilities_explicitly() {
     assert_eq!(caps.len(), 34);
     assert!(caps.iter().all(|r| r["action"] == "Block"));
     assert_eq!(
-        set(arr(&spec["file"], "matchDirectories").into_iter().cloned()),
-        set([
+        items(arr(&spec["file"], "matchDirectories").into_iter().cloned()),
+        items([
             json!({"dir": "/var/lib/redis/", "recursive": true}),
             json!({"dir": "/usr/lib/x86_64-linux-gnu/", "recursive": true, "readOnly": true}),
         ])
@@ -307,8 +313,8 @@ fn kubearmor_host_policy_selects_the_node_and_names_sources() {
     let sources = json!([{"path": "/usr/bin/bash"}, {"path": "/usr/sbin/sshd"}]);
     assert_eq!(spec["network"]["matchProtocols"], json!([{"protocol": "udp", "fromSource": sources}]));
     assert_eq!(
-        set(arr(&spec["capabilities"], "matchCapabilities").into_iter().cloned()),
-        set([
+        items(arr(&spec["capabilities"], "matchCapabilities").into_iter().cloned()),
+        items([
             json!({"capability": "sys_admin", "fromSource": sources}),
             json!({"capability": "sys_chroot", "fromSource": sources})
         ])
@@ -337,7 +343,7 @@ fn closed_crd_schema_rejects_what_kubearmor_would_not_take() {
     let good = render(ExportFormat::Kubearmor, &policy, &w).unwrap();
     assert!(schema_errors(&schema, &good).is_empty());
     for (pointer, bad) in [
-        ("/spec/file/matchPaths/0/readOnly", json!("yes")),
+        ("/spec/file/matchDirectories/0/readOnly", json!("yes")),
         ("/spec/file/matchPaths/0/path", json!("/etc/nginx/")),
         ("/spec/action", json!("Permit")),
     ] {
@@ -362,7 +368,7 @@ fn cilium_web_server_is_valid_and_exact() {
     assert_eq!(spec["endpointSelector"], json!({"matchLabels": {"stance.dev/workload": "web"}}));
     assert_eq!(spec["enableDefaultDeny"]["egress"], true);
     assert!(spec.get("ingress").is_none());
-    let expected = set([
+    let expected = items([
         json!({"toCIDR": ["10.0.0.2/32"], "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}]}),
         json!({"toCIDR": ["10.0.5.20/32"], "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}]}),
         json!({"toCIDR": ["10.0.8.0/24"], "toPorts": [{"ports": [{"port": "8000", "endPort": 8100, "protocol": "TCP"}]}]}),
@@ -371,7 +377,7 @@ fn cilium_web_server_is_valid_and_exact() {
             "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}],
         }),
     ]);
-    assert_eq!(set(arr(spec, "egress").into_iter().cloned()), expected);
+    assert_eq!(items(arr(spec, "egress").into_iter().cloned()), expected);
     let wider = notes(&doc, ANNOTATION_WIDER);
     assert!(
         wider.iter().any(|n| n.contains("127.0.0.1/32 port 6379/tcp") && n.contains("loopback")),
@@ -468,7 +474,7 @@ fn networkpolicy_web_server_is_valid_and_exact() {
     let spec = &doc["spec"];
     assert_eq!(spec["podSelector"], json!({"matchLabels": {"stance.dev/workload": "web"}}));
     assert_eq!(spec["policyTypes"], json!(["Egress"]));
-    let expected = set([
+    let expected = items([
         json!({"to": [{"ipBlock": {"cidr": "10.0.0.2/32"}}], "ports": [{"protocol": "UDP", "port": 53}]}),
         json!({"to": [{"ipBlock": {"cidr": "10.0.5.20/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}),
         json!({"to": [{"ipBlock": {"cidr": "10.0.8.0/24"}}], "ports": [{"protocol": "TCP", "port": 8000, "endPort": 8100}]}),
@@ -480,7 +486,7 @@ fn networkpolicy_web_server_is_valid_and_exact() {
             "ports": [{"protocol": "UDP", "port": 53}],
         }),
     ]);
-    assert_eq!(set(arr(spec, "egress").into_iter().cloned()), expected);
+    assert_eq!(items(arr(spec, "egress").into_iter().cloned()), expected);
     // The loopback cache is gone from the rules but not from the record.
     assert!(!yaml.contains("127.0.0.1/32\n") && !yaml.contains("cidr: 127."));
     assert!(notes(&doc, ANNOTATION_WIDER).iter().any(|n| n.contains("127.0.0.1/32")));

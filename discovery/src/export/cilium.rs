@@ -26,7 +26,7 @@ pub(super) fn render(policy: &Policy, w: &WorkloadInfo) -> Result<Value> {
         // A rule without toPorts admits every port and protocol; it is only right when the native
         // policy admits exactly that.
         if !ports.iter().any(Ports::is_everything) {
-            rule.insert("toPorts".into(), to_ports(ports.iter().map(|p| port_protocol(p))));
+            rule.insert("toPorts".into(), to_ports(ports.iter().map(port_protocol)));
         }
         rules.push(Value::Object(rule));
     }
