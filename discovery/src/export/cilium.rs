@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     egress::{self, Ports, L4},
-    labels, metadata, refuse_host, ExportFormat, Notes, Result,
+    labels, metadata, ExportFormat, Result,
 };
 use crate::{enforce::policy::Policy, store::WorkloadInfo};
 
@@ -16,16 +16,12 @@ use crate::{enforce::policy::Policy, store::WorkloadInfo};
 const MAX_PORTS_PER_RULE: usize = 40;
 
 pub(super) fn render(policy: &Policy, w: &WorkloadInfo) -> Result<Value> {
-    refuse_host(ExportFormat::Cilium, w)?;
-    let mut notes = Notes::default();
-    let plan = egress::plan(policy, &mut notes);
+    let (plan, notes) = egress::plan_for_pods(ExportFormat::Cilium, policy, w)?;
     let mut rules = Vec::new();
-    for (net, ports) in &plan.targets {
+    for (net, ports) in plan.destinations() {
         let mut rule = Map::new();
         rule.insert("toCIDR".into(), json!([net.to_string()]));
-        // A rule without toPorts admits every port and protocol; it is only right when the native
-        // policy admits exactly that.
-        if !ports.iter().any(Ports::is_everything) {
+        if let Some(ports) = ports {
             rule.insert("toPorts".into(), to_ports(ports.iter().map(port_protocol)));
         }
         rules.push(Value::Object(rule));

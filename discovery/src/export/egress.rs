@@ -17,8 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::Notes;
-use crate::enforce::policy::{NetRule, Policy};
+use super::{refuse_host, ExportFormat, Notes, Result};
+use crate::{
+    enforce::policy::{NetRule, Policy},
+    store::WorkloadInfo,
+};
 
 /// The L4 protocols Kubernetes network policies name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,8 +71,30 @@ pub(super) struct Plan {
     pub dns: BTreeSet<L4>,
 }
 
+impl Plan {
+    /// Each destination with what may be sent there; None where the native policy admits every
+    /// port and protocol, which a rule without port conditions says (and only then may say).
+    pub(super) fn destinations(&self) -> impl Iterator<Item = (&IpNet, Option<&BTreeSet<Ports>>)> {
+        self.targets
+            .iter()
+            .map(|(net, ports)| (net, (!ports.iter().any(Ports::is_everything)).then_some(ports)))
+    }
+}
+
+/// The plan of a pod-selecting network policy, with its notes; the host cannot be selected.
+pub(super) fn plan_for_pods(
+    format: ExportFormat,
+    policy: &Policy,
+    w: &WorkloadInfo,
+) -> Result<(Plan, Notes)> {
+    refuse_host(format, w)?;
+    let mut notes = Notes::default();
+    let plan = plan(policy, &mut notes);
+    Ok((plan, notes))
+}
+
 /// Builds the plan of `policy`'s network rules, noting in `notes` what it changes.
-pub(super) fn plan(policy: &Policy, notes: &mut Notes) -> Plan {
+fn plan(policy: &Policy, notes: &mut Notes) -> Plan {
     let mut plan = Plan::default();
     for rule in &policy.network {
         let proto = match rule.protocol.as_deref() {

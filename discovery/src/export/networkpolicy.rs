@@ -6,21 +6,18 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    egress::{self, Ports, L4},
-    labels, metadata, refuse_host, ExportFormat, Notes, Result,
+    egress::{self, L4},
+    labels, metadata, ExportFormat, Result,
 };
 use crate::{enforce::policy::Policy, store::WorkloadInfo};
 
 pub(super) fn render(policy: &Policy, w: &WorkloadInfo) -> Result<Value> {
-    refuse_host(ExportFormat::NetworkPolicy, w)?;
-    let mut notes = Notes::default();
-    let plan = egress::plan(policy, &mut notes);
+    let (plan, mut notes) = egress::plan_for_pods(ExportFormat::NetworkPolicy, policy, w)?;
     let mut rules = Vec::new();
-    for (net, ports) in &plan.targets {
+    for (net, ports) in plan.destinations() {
         let mut rule = Map::new();
         rule.insert("to".into(), json!([{"ipBlock": {"cidr": net.to_string()}}]));
-        // No `ports` admits every port and protocol: only right when the native rule does.
-        if !ports.iter().any(Ports::is_everything) {
+        if let Some(ports) = ports {
             let mut entries = Vec::new();
             for p in ports {
                 if p.proto.is_none() {
