@@ -362,3 +362,122 @@ fn insert_nonempty(section: &mut Map<String, Value>, key: &str, v: Vec<Value>) {
         section.insert(key.into(), Value::Array(v));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::policy::{ExecRule, NetRule};
+
+    fn workload() -> WorkloadInfo {
+        WorkloadInfo {
+            name: "odd".into(),
+            kind: WorkloadKind::Launched,
+            runtime: None,
+            container_id: None,
+            unit: None,
+            pod_uid: None,
+            first_seen: String::new(),
+            last_seen: String::new(),
+        }
+    }
+
+    fn exec(path: &str, from: &[&str]) -> ExecRule {
+        ExecRule {
+            path: path.into(),
+            dev: None,
+            ino: None,
+            from: from.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn notes_of(doc: &Value, key: &str) -> String {
+        doc["metadata"]["annotations"][key].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn rules_kubearmor_cannot_hold_are_noted_never_dropped_silently() {
+        let long = format!("/srv/{}", "d".repeat(200));
+        let policy = Policy {
+            executables: vec![
+                exec("memfd:jit", &[]),
+                exec("/usr/bin/worker", &["memfd:loader"]),
+                exec("/usr/bin/helper", &["memfd:loader", "/usr/bin/worker"]),
+                exec(&long, &[]),
+            ],
+            files: vec![
+                FileRule {
+                    path: "/proc/*/task".into(),
+                    prefix: false,
+                    children: true,
+                    read: false,
+                    write: true,
+                },
+                FileRule { path: long.clone(), prefix: false, children: false, read: true, write: false },
+                FileRule {
+                    path: "/nothing".into(),
+                    prefix: false,
+                    children: false,
+                    read: false,
+                    write: false,
+                },
+            ],
+            network: vec![
+                NetRule { net: "10.0.0.0/8".parse().unwrap(), port_lo: 1, port_hi: 9, protocol: None },
+                NetRule {
+                    net: "10.0.0.1/32".parse().unwrap(),
+                    port_lo: 1,
+                    port_hi: 1,
+                    protocol: Some("udplite".into()),
+                },
+            ],
+            unix: vec!["@bus".into()],
+            capabilities: [38, 12].into_iter().collect(),
+            ptrace: PtraceRule::SameWorkload,
+        };
+        let doc = render(&policy, &workload(), Target::Pods).unwrap();
+        let spec = &doc["spec"];
+        assert_eq!(
+            spec["process"]["matchPaths"],
+            json!([
+                {"path": "/usr/bin/worker"},
+                {"path": "/usr/bin/helper", "fromSource": [{"path": "/usr/bin/worker"}]},
+            ])
+        );
+        assert_eq!(spec["file"], json!({"matchPatterns": [{"pattern": "/proc/[0-9]*/task/*"}]}));
+        assert_eq!(spec["network"], json!({"matchProtocols": [{"protocol": "tcp"}, {"protocol": "udp"}]}));
+        assert_eq!(spec["capabilities"], json!({"matchCapabilities": [{"capability": "net_admin"}]}));
+
+        let wider = notes_of(&doc, crate::export::ANNOTATION_WIDER);
+        for needle in [
+            "/usr/bin/worker: none of its parents",
+            "/proc/*/task/*: write-only",
+            "[0-9]*",
+            "tcp is allowed to every address and port (native: 1 destination rule(s))",
+            "native: only within the workload",
+        ] {
+            assert!(wider.contains(needle), "no {needle:?} in\n{wider}");
+        }
+        let narrower = notes_of(&doc, crate::export::ANNOTATION_NARROWER);
+        for needle in [
+            "memfd:jit: an executable without a path",
+            "/usr/bin/helper: some parents",
+            &format!("process {long}: longer than"),
+            &format!("file {long}: not a path"),
+            "'any protocol' becomes tcp and udp",
+            "no protocol udplite",
+            "unix @bus",
+            "capability perfmon: not in KubeArmor's capability list",
+        ] {
+            assert!(narrower.contains(needle), "no {needle:?} in\n{narrower}");
+        }
+    }
+
+    #[test]
+    fn host_policy_without_a_nameable_executable_is_refused() {
+        let mut w = workload();
+        w.kind = WorkloadKind::Host;
+        let policy = Policy { executables: vec![exec("memfd:x", &[])], ..Policy::default() };
+        let e = render(&policy, &w, Target::Node).unwrap_err().to_string();
+        assert!(e.contains("need fromSource"), "{e}");
+    }
+}
