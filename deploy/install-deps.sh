@@ -46,5 +46,5 @@ if ! "$K8S_VALIDATE_VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; the
     fi
     echo "install-deps: installing kubernetes-validate in $K8S_VALIDATE_VENV"
     /usr/bin/python3 -m venv "$K8S_VALIDATE_VENV"
-    "$K8S_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+    "$K8S_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate~=1.37.0"
 fi
