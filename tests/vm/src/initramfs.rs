@@ -32,6 +32,8 @@ pub struct Spec<'a> {
     pub scenario_dir: &'a Path,
     pub scenarios: &'a [Scenario],
     pub scenario_timeout_secs: u64,
+    /// Variables `/init` exports to every scenario (`--env KEY=VALUE`), e.g. a benchmark's size.
+    pub env: &'a [(String, String)],
 }
 
 /// The `*.sh` files directly in `dir`, sorted by name, keeping those whose name contains `filter`.
@@ -89,7 +91,7 @@ pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
 
     copy_tree(spec.scenario_dir, &root.join(GUEST_SCENARIOS.trim_start_matches('/')))?;
     let init = root.join("init");
-    std::fs::write(&init, init_script(spec.scenarios, spec.scenario_timeout_secs, &bin_dirs))
+    std::fs::write(&init, init_script(spec.scenarios, spec.scenario_timeout_secs, &bin_dirs, spec.env))
         .map_err(Error::io(&init))?;
     set_executable(&init)?;
 
@@ -154,7 +156,12 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
 
 /// The guest's PID 1: mount what Stance needs, report the kernel and the active LSMs, run each
 /// scenario under a timeout between markers, power off.
-pub fn init_script(scenarios: &[Scenario], timeout_secs: u64, bin_dirs: &[PathBuf]) -> String {
+pub fn init_script(
+    scenarios: &[Scenario],
+    timeout_secs: u64,
+    bin_dirs: &[PathBuf],
+    env: &[(String, String)],
+) -> String {
     let mut path: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
     path.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(String::from));
     let mut s = format!(
@@ -191,6 +198,9 @@ run_scenario() {{
         end = markers::END,
         dir = GUEST_SCENARIOS,
     );
+    for (key, value) in env {
+        let _ = writeln!(s, "export {key}={}", shell_quote(value));
+    }
     for scenario in scenarios {
         let _ = writeln!(s, "run_scenario {}", scenario.name);
     }
@@ -199,6 +209,26 @@ run_scenario() {{
 }
 
 /// `root` as `<work>/initrd.cpio.gz`: cpio newc, every file owned by root.
+/// `KEY=VALUE` of `--env`: KEY a shell variable name, VALUE one line.
+pub fn parse_env(arg: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = arg.split_once('=').ok_or("expected KEY=VALUE")?;
+    let mut chars = key.chars();
+    let name_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok {
+        return Err(format!("{key:?} is not a shell variable name"));
+    }
+    if value.contains(['\n', '\0']) {
+        return Err(format!("the value of {key} must be one line"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// VALUE in single quotes, for sh: every `'` closes the quotes, is escaped, and reopens them.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
 fn pack(root: &Path, work: &Path) -> Result<PathBuf> {
     let mut entries = Vec::new();
     list_tree(root, Path::new("."), &mut entries)?;
@@ -281,16 +311,28 @@ mod tests {
     #[test]
     fn init_runs_scenarios_in_order_then_powers_off() {
         let scenarios = [Scenario { name: "00-a".into() }, Scenario { name: "10-b".into() }];
-        let init = init_script(&scenarios, 60, &[PathBuf::from("/opt/x/bin")]);
+        let env = [("ROUNDS".to_owned(), "it's 9".to_owned())];
+        let init = init_script(&scenarios, 60, &[PathBuf::from("/opt/x/bin")], &env);
         assert!(init.starts_with("#!/bin/sh\n"));
         assert!(init.contains("export PATH=/opt/x/bin:/usr/sbin:"));
         assert!(init.contains("timeout -s KILL 60 sh \"/scenarios/$1.sh\""));
+        let exported = init.find("export ROUNDS='it'\\''s 9'\n").unwrap();
         let a = init.find("run_scenario 00-a").unwrap();
+        assert!(exported < a);
         let b = init.find("run_scenario 10-b").unwrap();
         let done = init.find("@@STANCE-VM-DONE@@").unwrap();
         assert!(a < b && b < done && done < init.find("poweroff -f").unwrap());
         for mount in ["securityfs", "-t bpf", "tracefs", "cgroup2 cgroup2 /sys/fs/cgroup"] {
             assert!(init.contains(mount), "{mount}");
+        }
+    }
+
+    #[test]
+    fn env_arguments_are_names_and_one_line_values() {
+        assert_eq!(parse_env("A_1=x=y").unwrap(), ("A_1".to_owned(), "x=y".to_owned()));
+        assert_eq!(parse_env("_B=").unwrap(), ("_B".to_owned(), String::new()));
+        for bad in ["A", "1A=x", "A-B=x", "=x", "A=two\nlines"] {
+            assert!(parse_env(bad).is_err(), "{bad}");
         }
     }
 
