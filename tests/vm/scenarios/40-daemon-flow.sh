@@ -16,6 +16,10 @@
 #  5. `stance mode flow observe` releases the workload: the forbidden actions succeed.
 # The bypass variants (symlink, hardlink, openat2, io_uring, execveat, memfd, mapped IPv6, long
 # paths) are covered by 30-37 with the enforcement driver.
+#
+# Two daemon starts and some forty CLI calls under software emulation: about a minute on a busy
+# 2-core host, so more than the default two minutes is allowed.
+# vmtest-timeout: 300
 . /scenarios/lib/flow.sh
 
 W=flow
@@ -27,11 +31,13 @@ for f in a b secret secret2 new; do echo "$f" >$D/$f; done
 # "A binary it runs": a copy of the workload program, which exits 0 without actions.
 cp "$FW" $D/helper || fail "cp"
 # 8040 is the port the workload uses, 8041 one it never connects to; nothing listens on the UDP port.
-enforce-probe serve-tcp 8040 >/dev/null 2>&1 &
+enforce-probe serve-tcp 8040 >/tmp/flow-srv1 2>&1 &
 srv1=$!
-enforce-probe serve-tcp 8041 >/dev/null 2>&1 &
+enforce-probe serve-tcp 8041 >/tmp/flow-srv2 2>&1 &
 srv2=$!
-sleep 1
+HELPER_PIDS="$srv1 $srv2"
+await_start /tmp/flow-srv1 '^listening' $srv1 30 "the server on 8040"
+await_start /tmp/flow-srv2 '^listening' $srv2 30 "the server on 8041"
 NORMAL="read $D/a read $D/b write $D/out exec $D/helper connect 127.0.0.1:8040 sendto 127.0.0.1:8042"
 
 echo "== 1. observe"
@@ -121,7 +127,6 @@ rc=$?
 D_PID=
 [ "$rc" -eq 0 ] || fail "daemon exited with $rc on SIGTERM"
 ok "daemon stopped cleanly"
-kill "$srv1" "$srv2"
 cleanup_flow
 rmdir /sys/fs/cgroup/stance/$W /sys/fs/cgroup/stance 2>/dev/null
 echo "ok: scenario done"

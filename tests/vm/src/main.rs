@@ -53,11 +53,12 @@ struct Cli {
     #[arg(long, required_unless_present = "install_deps")]
     scenarios: Option<PathBuf>,
     /// Seconds each VM may take from boot to power-off before it is killed and counted as failed
-    /// [default: 60 for the boot plus --scenario-timeout per scenario, the longest a run can
-    /// legitimately take, since each scenario is killed at its own timeout].
+    /// [default: 60 for the boot plus each scenario's timeout, the longest a run can legitimately
+    /// take, since each scenario is killed at its own timeout].
     #[arg(long)]
     timeout: Option<u64>,
-    /// Seconds each scenario may take inside the guest before it is killed (rc=137).
+    /// Seconds each scenario may take inside the guest before it is killed (rc=137); a scenario
+    /// may ask for more with a `# vmtest-timeout: SECS` line near its top.
     #[arg(long, default_value_t = 120)]
     scenario_timeout: u64,
     /// A variable exported to every scenario (repeatable), e.g. `--env STANCE_BENCH_ROUNDS=30`.
@@ -144,7 +145,7 @@ fn run(cli: Cli) -> Result<bool> {
 
     // One TCG VM is single-threaded and takes 1 GiB, so both kernels boot side by side.
     let timeout = Duration::from_secs(cli.timeout.unwrap_or_else(|| {
-        BOOT_ALLOWANCE_SECS + cli.scenario_timeout.saturating_mul(scenarios.len() as u64)
+        BOOT_ALLOWANCE_SECS + scenarios.iter().map(|s| s.timeout(cli.scenario_timeout)).sum::<u64>()
     }));
     let outcomes = thread::scope(|s| {
         let runs: Vec<_> = kernels.iter().map(|k| s.spawn(|| vm::run(k, &initrd, timeout))).collect();

@@ -187,7 +187,7 @@ mod tests {
     }
 
     fn scenarios() -> Vec<Scenario> {
-        ["00-a", "10-b"].map(|n| Scenario { name: n.into() }).to_vec()
+        ["00-a", "10-b"].map(|n| Scenario { name: n.into(), timeout_secs: None }).to_vec()
     }
 
     fn outcome(lines: &[&str], ending: Ending) -> VmOutcome {

@@ -7,6 +7,8 @@ DB=/tmp/flow.db
 D_OUT=/tmp/flow-daemon.out
 D_ERR=/tmp/flow-daemon.err
 D_PID=
+# Helper processes a scenario started (servers), killed by cleanup_flow.
+HELPER_PIDS=
 # Every daemon of these scenarios uses the default pin directory; this is where its pins live.
 PINS=/sys/fs/bpf/stance
 
@@ -30,8 +32,12 @@ need flow-workload
 need enforce-probe
 FW=$(command -v flow-workload)
 
-# cleanup_flow: the daemon (by its pid), its pins. Called on failure and at the end.
+# cleanup_flow: the daemon and the helpers (by their pids), the pins. On failure and at the end.
 cleanup_flow() {
+    for p in $HELPER_PIDS; do
+        kill "$p" 2>/dev/null
+    done
+    HELPER_PIDS=
     if [ -n "$D_PID" ]; then
         kill -KILL "$D_PID" 2>/dev/null
         wait "$D_PID" 2>/dev/null
