@@ -34,10 +34,14 @@ root-tests:
 	$(CARGO) test --release --locked --test '*' -- --test-threads=2
 
 # Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
+# Real servers and clients from Debian's packages (nginx-light, redis-server, redis-tools,
+# memcached, curl) for scenario 41, at their own paths.
+VM_SERVERS = --file /usr/sbin/nginx --file /etc/nginx/mime.types --file /usr/bin/redis-server \
+	--file /usr/bin/redis-cli --file /usr/bin/memcached --file /usr/bin/curl
 vm-tests:
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
 		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
-		--lib-from-ldd --scenarios tests/vm/scenarios
+		$(VM_SERVERS) --lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build
 	bash tests/bench/run.sh

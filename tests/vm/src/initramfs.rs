@@ -56,6 +56,8 @@ fn timeout_header(path: &Path, text: &str) -> Result<Option<u64>> {
 #[derive(Debug)]
 pub struct Spec<'a> {
     pub bins: &'a [PathBuf],
+    /// `--file` copies: host file, guest path.
+    pub files: &'a [GuestFile],
     pub copy_libraries: bool,
     pub scenario_dir: &'a Path,
     pub scenarios: &'a [Scenario],
@@ -117,6 +119,9 @@ pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
         let bin = std::path::absolute(bin).map_err(Error::io(bin))?;
         install_bin(root, &bin, spec.copy_libraries)?;
     }
+    for file in spec.files {
+        install_guest_file(root, file, spec.copy_libraries)?;
+    }
 
     copy_tree(spec.scenario_dir, &root.join(GUEST_SCENARIOS.trim_start_matches('/')))?;
     let init = root.join("init");
@@ -138,6 +143,36 @@ fn install_bin(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()
     mkdir(dest.parent().unwrap_or(root))?;
     std::fs::copy(host_path, &dest).map_err(Error::io(host_path))?;
     install_libraries(root, host_path, with_libraries)
+}
+
+/// A host file to copy into the guest at a chosen absolute path (`--file SRC[:DST]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+}
+
+/// `SRC[:DST]` of `--file`: DST defaults to SRC's own absolute path; it must be absolute.
+pub fn parse_file(arg: &str) -> std::result::Result<GuestFile, String> {
+    let (src, dst) = arg.split_once(':').map_or((arg, None), |(s, d)| (s, Some(d)));
+    if src.is_empty() {
+        return Err("expected SRC[:DST]".to_owned());
+    }
+    let host = std::path::absolute(src).map_err(|e| format!("{src}: {e}"))?;
+    let guest = dst.map_or_else(|| host.clone(), PathBuf::from);
+    if !guest.is_absolute() {
+        return Err(format!("the guest path {} must be absolute", guest.display()));
+    }
+    Ok(GuestFile { host, guest })
+}
+
+/// A `--file`: its content (through symlinks: a program started by its name, like redis-server
+/// → redis-check-rdb, keeps that name) at its guest path, and its libraries when it is dynamic.
+fn install_guest_file(root: &Path, file: &GuestFile, with_libraries: bool) -> Result<()> {
+    let dest = root.join(file.guest.strip_prefix("/").unwrap_or(&file.guest));
+    mkdir(dest.parent().unwrap_or(root))?;
+    std::fs::copy(&file.host, &dest).map_err(Error::io(&file.host))?;
+    install_libraries(root, &file.host, with_libraries)
 }
 
 fn install_file(root: &Path, host_path: &Path, with_libraries: bool) -> Result<()> {
@@ -366,6 +401,38 @@ mod tests {
         for bad in ["A", "1A=x", "A-B=x", "=x", "A=two\nlines"] {
             assert!(parse_env(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn file_arguments_default_to_the_same_path_and_need_an_absolute_guest_path() {
+        let same = parse_file("/usr/sbin/nginx").unwrap();
+        assert_eq!(
+            (same.host.as_path(), same.guest.as_path()),
+            (Path::new("/usr/sbin/nginx"), Path::new("/usr/sbin/nginx"))
+        );
+        let moved = parse_file("/tmp/x.conf:/etc/nginx/nginx.conf").unwrap();
+        assert_eq!(moved.guest, Path::new("/etc/nginx/nginx.conf"));
+        assert!(parse_file("relative").unwrap().host.is_absolute());
+        for bad in ["", ":/etc/x", "/tmp/x:etc/x"] {
+            assert!(parse_file(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_lands_at_its_guest_path_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real");
+        std::fs::write(&target, "content").unwrap();
+        let link = dir.path().join("by-name");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let root = dir.path().join("root");
+        let file = GuestFile { host: link, guest: PathBuf::from("/usr/bin/by-name") };
+        install_guest_file(&root, &file, false).unwrap();
+        let copied = root.join("usr/bin/by-name");
+        assert!(!copied.is_symlink());
+        assert_eq!(std::fs::read_to_string(copied).unwrap(), "content");
+        let missing = GuestFile { host: dir.path().join("absent"), guest: PathBuf::from("/x") };
+        assert!(matches!(install_guest_file(&root, &missing, false), Err(Error::Io { .. })));
     }
 
     #[test]

@@ -46,6 +46,10 @@ struct Cli {
     /// A file to put into the guest's /opt/stance-vmtest/bin (on its PATH), with its libraries.
     #[arg(long = "bin", value_name = "PATH")]
     bins: Vec<PathBuf>,
+    /// A host file to copy into the guest at DST (default: its own path), e.g. a server and its
+    /// configuration; with --lib-from-ldd a dynamic executable brings its libraries (repeatable).
+    #[arg(long = "file", value_name = "SRC[:DST]", value_parser = initramfs::parse_file)]
+    files: Vec<initramfs::GuestFile>,
     /// Also copy the shared libraries (and dynamic loader) that `ldd` lists for each --bin.
     #[arg(long)]
     lib_from_ldd: bool,
@@ -119,6 +123,7 @@ fn run(cli: Cli) -> Result<bool> {
     let initrd = initramfs::build(
         &initramfs::Spec {
             bins: &cli.bins,
+            files: &cli.files,
             copy_libraries: cli.lib_from_ldd,
             scenario_dir,
             scenarios: &scenarios,
