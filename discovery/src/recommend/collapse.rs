@@ -16,10 +16,7 @@ use super::{
     Evidence, RuleInfo,
 };
 use crate::{
-    enforce::{
-        policy::{ExecRule, NetRule},
-        Policy,
-    },
+    enforce::{policy::ExecRule, Policy},
     model::{EdgeKind, NodeKind, WorkloadKind},
     store::{Graph, GraphEdge, GraphNode},
 };
@@ -220,13 +217,11 @@ pub(super) fn collapse(graph: &Graph, fs: &dyn HostFs, actors_are_executables: b
     // Network: collapse the destinations, then attribute each edge to the rule that holds it.
     let list: Vec<Dest<'_>> = dests.iter().map(|(d, _)| *d).collect();
     let net_rules = net::collapse(&list);
-    let mut net_acc: Vec<Acc<'_>> = net_rules.iter().map(|_| Acc::default()).collect();
-    for (d, e) in &dests {
-        if let Some(i) = net_rules.iter().position(|(r, _)| holds(r, d)) {
-            net_acc[i].add(e);
+    for (rule, breadth, members) in net_rules {
+        let mut acc = Acc::default();
+        for i in members {
+            acc.add(dests[i].1);
         }
-    }
-    for ((rule, breadth), acc) in net_rules.into_iter().zip(net_acc) {
         parts.push((Rule::Net(rule), acc.evidence(), breadth));
     }
     for (path, acc) in unix {
@@ -236,12 +231,6 @@ pub(super) fn collapse(graph: &Graph, fs: &dyn HostFs, actors_are_executables: b
         parts.push((Rule::Capability { number }, acc.evidence(), None));
     }
     Recommendation::from_parts(parts)
-}
-
-fn holds(rule: &NetRule, d: &Dest<'_>) -> bool {
-    rule.net.contains(&d.addr)
-        && (rule.port_lo..=rule.port_hi).contains(&d.port)
-        && rule.protocol.as_deref() == d.protocol
 }
 
 /// The exec rule of an executable node, or None for what is not a binary (`[kworker/0:1]`) or
@@ -347,8 +336,8 @@ pub(super) fn capability_number(label: &str) -> Option<u32> {
 
 /// An IP host rule (used by tests and proposals that name one address).
 #[cfg(test)]
-pub(super) fn host(addr: &str, port: u16, protocol: &str) -> NetRule {
-    NetRule {
+pub(super) fn host(addr: &str, port: u16, protocol: &str) -> crate::enforce::policy::NetRule {
+    crate::enforce::policy::NetRule {
         net: ipnet::IpNet::from(addr.parse::<IpAddr>().expect("an address")),
         port_lo: port,
         port_hi: port,

@@ -13,7 +13,10 @@
 //!   per observed one (a replica set behind one service, a small address pool). Never wider than
 //!   /24 for IPv4 or /64 for IPv6, so no rule ever reaches 0.0.0.0/0 or ::/0.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -35,30 +38,45 @@ pub(super) struct Dest<'a> {
     pub protocol: Option<&'a str>,
 }
 
-/// The rules for `dests`, each with its breadth when it admits something unobserved.
-pub(super) fn collapse(dests: &[Dest<'_>]) -> Vec<(NetRule, Option<Breadth>)> {
+/// A rule, its breadth when it admits something unobserved, and the indices of the destinations
+/// (in the input) it holds.
+pub(super) type Collapsed = (NetRule, Option<Breadth>, Vec<usize>);
+
+/// The rules for `dests`, sorted.
+pub(super) fn collapse(dests: &[Dest<'_>]) -> Vec<Collapsed> {
     // Step 1: per address and protocol, ports → ranges.
     let mut ports: BTreeMap<(IpAddr, Option<&str>), Vec<u16>> = BTreeMap::new();
     for d in dests {
         ports.entry((d.addr, d.protocol)).or_default().push(d.port);
     }
     // Step 2: per (range, protocol), addresses → prefixes.
-    let mut by_range: BTreeMap<(u16, u16, Option<&str>), Vec<IpAddr>> = BTreeMap::new();
-    let mut port_breadth: BTreeMap<(u16, u16), u64> = BTreeMap::new();
+    type Group<'a> = (u16, u16, Option<&'a str>);
+    let mut by_range: BTreeMap<Group<'_>, Vec<IpAddr>> = BTreeMap::new();
+    let mut port_breadth: BTreeMap<Group<'_>, u64> = BTreeMap::new();
+    let mut range_of: HashMap<(IpAddr, Option<&str>, u16), (u16, u16)> = HashMap::new();
     for ((addr, protocol), mut list) in ports {
         list.sort_unstable();
         list.dedup();
         for (lo, hi, observed) in port_ranges(&list) {
             by_range.entry((lo, hi, protocol)).or_default().push(addr);
-            port_breadth.insert((lo, hi), u64::from(hi - lo) + 1 - observed);
+            let unseen = port_breadth.entry((lo, hi, protocol)).or_default();
+            *unseen = (*unseen).max(u64::from(hi - lo) + 1 - observed);
+            for p in list.iter().filter(|p| (lo..=hi).contains(*p)) {
+                range_of.insert((addr, protocol, *p), (lo, hi));
+            }
         }
     }
-    let mut out = Vec::new();
+    // (rule, breadth, the addresses of its group it holds)
+    let mut out: Vec<(NetRule, Option<Breadth>, Vec<IpAddr>)> = Vec::new();
     for ((lo, hi, protocol), mut addrs) in by_range {
         addrs.sort_unstable();
         addrs.dedup();
-        let unseen_ports = port_breadth.get(&(lo, hi)).copied().unwrap_or(0);
+        let unseen_ports = port_breadth.get(&(lo, hi, protocol)).copied().unwrap_or(0);
+        // Prefixes come in address order, each holding the next `observed` addresses.
+        let mut rest = addrs.as_slice();
         for (net, observed) in prefixes(&addrs) {
+            let (held, after) = rest.split_at((observed as usize).min(rest.len()));
+            rest = after;
             let size = net_size(&net);
             let unseen_addrs = size.saturating_sub(u128::from(observed));
             let rule = NetRule { net, port_lo: lo, port_hi: hi, protocol: protocol.map(str::to_owned) };
@@ -74,11 +92,26 @@ pub(super) fn collapse(dests: &[Dest<'_>]) -> Vec<(NetRule, Option<Breadth>)> {
                     basis: format!("address and port pairs in {net} ports {lo}-{hi}"),
                 }
             });
-            out.push((rule, breadth));
+            out.push((rule, breadth, held.to_vec()));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    let mut rule_of: HashMap<(u16, u16, Option<&str>, IpAddr), usize> = HashMap::new();
+    for (i, (r, _, held)) in out.iter().enumerate() {
+        for addr in held {
+            rule_of.insert((r.port_lo, r.port_hi, r.protocol.as_deref(), *addr), i);
+        }
+    }
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); out.len()];
+    for (d_index, d) in dests.iter().enumerate() {
+        let found = range_of
+            .get(&(d.addr, d.protocol, d.port))
+            .and_then(|(lo, hi)| rule_of.get(&(*lo, *hi, d.protocol, d.addr)));
+        if let Some(i) = found {
+            members[*i].push(d_index);
+        }
+    }
+    out.into_iter().zip(members).map(|((r, b, _), m)| (r, b, m)).collect()
 }
 
 /// Sorted distinct ports → (lo, hi, ports observed in it).
@@ -185,8 +218,8 @@ mod tests {
         Dest { addr: addr.parse().unwrap(), port, protocol: Some("tcp") }
     }
 
-    fn texts(rules: &[(NetRule, Option<Breadth>)]) -> Vec<String> {
-        rules.iter().map(|(r, _)| crate::recommend::Rule::Net(r.clone()).text()).collect()
+    fn texts(rules: &[Collapsed]) -> Vec<String> {
+        rules.iter().map(|(r, _, _)| crate::recommend::Rule::Net(r.clone()).text()).collect()
     }
 
     #[test]
@@ -196,7 +229,7 @@ mod tests {
             texts(&rules),
             ["net 10.0.0.5/32 tcp 5432", "net 10.0.0.9/32 tcp 5432", "net 192.0.2.1/32 tcp 443"]
         );
-        assert!(rules.iter().all(|(_, b)| b.is_none()));
+        assert!(rules.iter().all(|(_, b, _)| b.is_none()));
     }
 
     #[test]
@@ -209,6 +242,7 @@ mod tests {
             dest("10.1.2.200", 6379),
         ]);
         assert_eq!(texts(&rules), ["net 10.1.2.0/29 tcp 6379", "net 10.1.2.200/32 tcp 6379"]);
+        assert_eq!((rules[0].2.as_slice(), rules[1].2.as_slice()), ([0, 1, 2, 3].as_slice(), [4].as_slice()));
         let b = rules[0].1.as_ref().unwrap();
         assert_eq!((b.observed, b.unobserved), (4, Some(4)));
     }
@@ -230,7 +264,7 @@ mod tests {
             })
             .collect();
         let rules = collapse(&full);
-        assert!(rules.iter().all(|(r, _)| r.net.prefix_len() >= 24), "never wider than /24");
+        assert!(rules.iter().all(|(r, _, _)| r.net.prefix_len() >= 24), "never wider than /24");
         assert_eq!(rules.len(), 256);
         let v6: Vec<Dest> = (1..=8u16)
             .map(|i| Dest {
@@ -241,18 +275,19 @@ mod tests {
             .collect();
         let rules = collapse(&v6);
         assert_eq!(texts(&rules), ["net 2001:db8::/124 tcp 443"]);
-        assert!(rules.iter().all(|(r, _)| r.net.prefix_len() >= 64));
+        assert!(rules.iter().all(|(r, _, _)| r.net.prefix_len() >= 64));
     }
 
     #[test]
     fn ports_join_only_when_contiguous_or_a_dense_unprivileged_pool() {
         let rules = collapse(&[dest("127.0.0.1", 80), dest("127.0.0.1", 81), dest("127.0.0.1", 443)]);
         assert_eq!(texts(&rules), ["net 127.0.0.1/32 tcp 80-81", "net 127.0.0.1/32 tcp 443"]);
-        assert!(rules.iter().all(|(_, b)| b.is_none()), "contiguous ports admit nothing new");
+        assert!(rules.iter().all(|(_, b, _)| b.is_none()), "contiguous ports admit nothing new");
         let pool = [30000, 30002, 30003, 30005, 30007].map(|p| dest("127.0.0.1", p));
         let rules = collapse(&pool);
         assert_eq!(texts(&rules), ["net 127.0.0.1/32 tcp 30000-30007"]);
         assert_eq!(rules[0].1.as_ref().unwrap().unobserved, Some(3));
+        assert_eq!(rules[0].2, [0, 1, 2, 3, 4], "ports inside the range are found too");
         // Privileged ports with gaps stay apart; so do fewer than four unprivileged ones.
         assert_eq!(collapse(&[22, 25, 80, 110].map(|p| dest("127.0.0.1", p))).len(), 4);
         assert_eq!(collapse(&[8000, 8002, 8004].map(|p| dest("127.0.0.1", p))).len(), 3);

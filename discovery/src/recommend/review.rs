@@ -61,18 +61,7 @@ pub async fn review(
     let (version, created) = match latest {
         Some(v) if v.policy == current.policy => (v, false),
         _ => {
-            let evidence = serde_json::to_value(&current.rules).expect("rule infos serialise");
-            let number = store
-                .add_policy_version(
-                    workload,
-                    NewVersion {
-                        origin: ORIGIN_RECOMMEND,
-                        policy: &current.policy,
-                        evidence: &evidence,
-                        accepted: None,
-                    },
-                )
-                .await?;
+            let number = write_recommended(store, workload, &current).await?;
             (stored(store, workload, number).await?, true)
         }
     };
@@ -168,14 +157,19 @@ pub async fn latest_or_new(
     }
     let graph = store.graph(workload).await?;
     let rec = current(store, &graph, fs).await?;
+    let version = write_recommended(store, workload, &rec).await?;
+    Ok((version, rec.policy))
+}
+
+/// Stores a recommendation as the workload's next version.
+async fn write_recommended(store: &Store, workload: &str, rec: &Recommendation) -> Result<u32, StoreError> {
     let evidence = serde_json::to_value(&rec.rules).expect("rule infos serialise");
-    let version = store
+    store
         .add_policy_version(
             workload,
             NewVersion { origin: ORIGIN_RECOMMEND, policy: &rec.policy, evidence: &evidence, accepted: None },
         )
-        .await?;
-    Ok((version, rec.policy))
+        .await
 }
 
 /// Adopts the proposed addition `id` into a new version; returns the version and the rule.

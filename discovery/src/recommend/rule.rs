@@ -121,7 +121,9 @@ pub fn rules_of(policy: &Policy) -> Vec<Rule> {
 /// one binary join their `from` lists (an empty list, "from anywhere", wins), file rules of one
 /// path and shape join their access. Sorted, so equal rule sets give equal policies.
 pub fn policy_of(rules: impl IntoIterator<Item = Rule>) -> Policy {
-    let mut execs: BTreeMap<(String, Option<u64>, Option<u64>), Option<Vec<String>>> = BTreeMap::new();
+    // (path, dev, ino) → the executables that may start it; None: any.
+    type Binary = (String, Option<u64>, Option<u64>);
+    let mut execs: BTreeMap<Binary, Option<Vec<String>>> = BTreeMap::new();
     let mut files: BTreeMap<(String, bool, bool), (bool, bool)> = BTreeMap::new();
     let mut policy = Policy::default();
     for rule in rules {
