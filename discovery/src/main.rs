@@ -11,7 +11,7 @@ use stance::{
     control::{self, protocol},
     daemon,
     enforce::{Domain, Mode},
-    launch, paths, recommend, store,
+    export, launch, paths, recommend, store,
 };
 
 #[derive(Parser, Debug)]
@@ -113,7 +113,7 @@ struct PolicyArgs {
     /// Workload name as shown by `stance workloads`.
     #[arg(required = true)]
     workload: Option<String>,
-    /// native (what the enforcer loads; docs/policy-format.md).
+    /// native (what the enforcer loads; docs/policy-format.md), or an export (docs/exports.md).
     #[arg(long, value_enum, default_value_t = PolicyFormat::Native)]
     format: PolicyFormat,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = DocFormat::Yaml)]
@@ -159,11 +159,45 @@ enum PolicyAction {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Replay stored behaviour against a version and list what it would deny.
+    Check {
+        workload: String,
+        /// The version to evaluate (default: the latest).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Only behaviour seen since an RFC 3339 time or for a duration back (10m, 2h).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only behaviour seen until an RFC 3339 time or a duration back.
+        #[arg(long, value_parser = parse_since)]
+        until: Option<i64>,
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum PolicyFormat {
     Native,
+    Kubearmor,
+    KubearmorHost,
+    Cilium,
+    Networkpolicy,
+}
+
+impl PolicyFormat {
+    /// The export of a non-native format.
+    fn export(self) -> Option<export::ExportFormat> {
+        match self {
+            PolicyFormat::Native => None,
+            PolicyFormat::Kubearmor => Some(export::ExportFormat::Kubearmor),
+            PolicyFormat::KubearmorHost => Some(export::ExportFormat::KubearmorHost),
+            PolicyFormat::Cilium => Some(export::ExportFormat::Cilium),
+            PolicyFormat::Networkpolicy => Some(export::ExportFormat::NetworkPolicy),
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,12 +345,13 @@ fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 let readiness_cfg = config::FileConfig::load(args.config.as_deref())?.readiness()?;
                 let store = store::Store::open_for_review(&args.db.db).await?;
                 let review = recommend::review(&store, &workload, &recommend::RealFs, &readiness_cfg).await?;
-                let doc = match args.format {
-                    PolicyFormat::Native => recommend::render::native(&review, args.explain),
+                let doc = match args.format.export() {
+                    None => recommend::render::native(&review, args.explain),
+                    Some(format) => export::render(format, &review.policy, &review.info)?,
                 };
                 match args.output {
                     DocFormat::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
-                    DocFormat::Yaml => print!("{}", recommend::render::yaml(&doc)?),
+                    DocFormat::Yaml => print!("{}", export::to_yaml(&doc)?),
                 }
                 if review.created {
                     eprintln!("stance: behaviour changed: wrote version {} of {workload}", review.version);
@@ -328,6 +363,14 @@ fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 match output {
                     ListFormat::Table => print!("{}", recommend::render::diff_table(&d)),
                     ListFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+                }
+            }
+            Some(PolicyAction::Check { workload, version, since, until, db, output }) => {
+                let store = store::Store::open_read_only(&db.db).await?;
+                let check = recommend::replay::check(&store, &workload, version, since, until).await?;
+                match output {
+                    ListFormat::Table => print!("{}", recommend::replay::table(&check)),
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&check)?),
                 }
             }
             Some(PolicyAction::Accept { workload, rule_id, db }) => {
@@ -415,6 +458,26 @@ mod tests {
         };
         assert_eq!(rule_id, "f12345678");
         assert!(Cli::try_parse_from(["stance", "policy"]).is_err(), "a workload is needed");
+
+        let cli = Cli::try_parse_from(["stance", "policy", "check", "web", "--version", "2", "--since", "2h", "-o", "json"]).unwrap();
+        let Command::Policy(PolicyArgs { action: Some(PolicyAction::Check { version, since, until, .. }), .. }) =
+            cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((version, since.is_some(), until), (Some(2), true, None));
+        for (name, format) in [
+            ("native", PolicyFormat::Native),
+            ("kubearmor", PolicyFormat::Kubearmor),
+            ("kubearmor-host", PolicyFormat::KubearmorHost),
+            ("cilium", PolicyFormat::Cilium),
+            ("networkpolicy", PolicyFormat::Networkpolicy),
+        ] {
+            let cli = Cli::try_parse_from(["stance", "policy", "web", "--format", name]).unwrap();
+            let Command::Policy(args) = cli.command else { panic!() };
+            assert_eq!(args.format, format);
+            assert_eq!(format.export().map(|f| f.as_str()).unwrap_or("native"), name);
+        }
     }
 
     #[test]

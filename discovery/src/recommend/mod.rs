@@ -28,6 +28,7 @@ pub mod net;
 pub mod paths;
 pub mod readiness;
 pub mod render;
+pub mod replay;
 pub mod review;
 pub mod rule;
 
@@ -84,6 +85,14 @@ pub enum RecommendError {
     UnknownProposal { workload: String, id: String },
     #[error("workload '{workload}' has no policy version {version}")]
     NoVersion { workload: String, version: u32 },
+    /// The enforcer's rule checks refuse the stored version (it could not be loaded either).
+    #[error("version {version} of workload '{workload}' cannot be evaluated")]
+    Unevaluable {
+        workload: String,
+        version: u32,
+        #[source]
+        source: crate::enforce::rules::RuleError,
+    },
     #[error("stored rule of workload '{workload}' is not valid")]
     RuleJson {
         workload: String,

@@ -32,11 +32,6 @@ pub fn native(review: &Review, explain: bool) -> Value {
     doc
 }
 
-/// A JSON value as YAML.
-pub fn yaml(value: &Value) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(value)
-}
-
 /// `+ ID TEXT` for each added rule, `- ID TEXT` for each removed one, after a header line.
 pub fn diff_table(diff: &Diff) -> String {
     let mut out = format!("workload {}: version {} → {}\n", diff.workload, diff.from, diff.to);

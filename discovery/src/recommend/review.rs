@@ -23,7 +23,7 @@ use crate::{
     model::{EdgeKind, NodeKind},
     store::{
         EnforcementEvent, EventFilter, Graph, GraphEdge, GraphNode, NewVersion, PolicyVersion, Store,
-        StoreError, ORIGIN_ACCEPT, ORIGIN_RECOMMEND,
+        StoreError, WorkloadInfo, ORIGIN_ACCEPT, ORIGIN_RECOMMEND,
     },
 };
 
@@ -31,6 +31,9 @@ use crate::{
 #[derive(Debug, Clone, Serialize)]
 pub struct Review {
     pub workload: String,
+    /// Who the workload is: what exports select it by.
+    #[serde(skip)]
+    pub info: WorkloadInfo,
     /// The latest version (new when `created`).
     pub version: u32,
     /// `recommend` or `accept`.
@@ -68,6 +71,7 @@ pub async fn review(
     let proposed = proposals(store, &graph, &version.policy, fs).await?;
     let readiness = assess(store, &graph, &current, readiness_cfg).await?;
     Ok(Review {
+        info: graph.workload.clone(),
         workload: workload.to_owned(),
         version: version.version,
         origin: version.origin,
