@@ -16,12 +16,35 @@ SERVERS=
 
 # Server logs shown on failure.
 SERVER_LOGS=
+# What went wrong in a server's normal run: reported, the scenario goes on (the attacks and the
+# other servers still tell something), and finish_findings fails it at the end.
+FINDINGS=
+
+# finding WHAT: a normal run was refused or broken under its recommended policy.
+finding() {
+    echo "FINDING: $*"
+    FINDINGS="$FINDINGS
+  $*"
+}
+
+# finish_findings: fails the scenario, listing them, if there was any finding.
+finish_findings() {
+    [ -z "$FINDINGS" ] && return 0
+    echo "FAIL: normal runs were refused or broken under their recommended policies:$FINDINGS"
+    exit 1
+}
 
 fail() {
     echo "FAIL: $*"
     for f in "$D_OUT" "$D_ERR" $SERVER_LOGS; do
         [ -f "$f" ] && { echo "--- $f:"; tail -n 30 "$f"; }
     done
+    if [ -n "$W" ]; then
+        echo "--- deny events of $W:"
+        events "$W" deny
+        echo "--- policy of $W:"
+        stance policy "$W" --db "$DB" -o yaml 2>&1
+    fi
     cleanup_servers
     exit 1
 }
@@ -68,19 +91,28 @@ await_ready() {
 }
 
 # server_stop WHAT LOG: SIGTERM to `stance launch` (passed on to the server); the server must exit
-# 0 within 30 s, as a server does on a normal stop.
+# 0 within 30 s, as a server does on a normal stop. If it does not, that is a finding, and what is
+# left of the workload is killed.
 server_stop() {
     kill -TERM "$LAUNCH_PID"
     i=0
     while kill -0 "$LAUNCH_PID" 2>/dev/null; do
         i=$((i + 1))
-        [ "$i" -gt 150 ] && { tail -n 20 "$2"; fail "$1 did not stop within 30 s of SIGTERM"; }
+        if [ "$i" -eq 150 ]; then
+            tail -n 20 "$2"
+            finding "$1 did not stop within 30 s of SIGTERM"
+            for p in $(cat "$CG/$W/cgroup.procs"); do kill -KILL "$p"; done
+        fi
         sleep 0.2
     done
     wait "$LAUNCH_PID"
     rc=$?
-    [ "$rc" -eq 0 ] || { tail -n 20 "$2"; fail "$1 exited with $rc on SIGTERM"; }
-    ok "$1 stopped cleanly"
+    if [ "$rc" -eq 0 ]; then
+        ok "$1 stopped cleanly"
+    else
+        tail -n 20 "$2"
+        finding "$1 exited with $rc on SIGTERM"
+    fi
 }
 
 # wait_stored W LABEL...: W's graph names every LABEL, then stays the same for three looks 1.5 s
@@ -102,10 +134,12 @@ wait_stored() {
     ok "the graph of $w is stored and settled"
 }
 
-# blocked_on_stdin PID: PID sits in read(2) on fd 0 (/proc/PID/syscall: number 0, first arg 0).
+# blocked_on_stdin PID: PID sits in read(2) on fd 0 or in poll(2) (busybox's `read` polls first):
+# /proc/PID/syscall starts with the syscall number and its first argument. Before its exec the
+# child does neither, so it is the program itself that waits.
 blocked_on_stdin() {
     case "$(cat "/proc/$1/syscall" 2>/dev/null)" in
-        "0 0x0 "*) return 0 ;;
+        "0 0x0 "* | "7 "*) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -161,18 +195,21 @@ expect_in_output() {
     ok "inside: $2: $1"
 }
 
-# no_denies_by W EXE...: none of W's deny events was made by one of the server executables EXE.
+# no_denies_by W EXE...: none of W's deny events was made by one of the server executables EXE
+# (a finding for each that was).
 no_denies_by() {
     w=$1
     shift
     events "$w" deny >/tmp/real-denies
+    found=
     for exe in "$@"; do
-        if grep -q " $exe\$" /tmp/real-denies; then
-            grep " $exe\$" /tmp/real-denies
-            fail "$w: the server itself ($exe) was denied the above in a normal run"
-        fi
+        grep " $exe\$" /tmp/real-denies >/tmp/real-server-denies
+        while read -r line; do
+            finding "$w: the server itself was denied in a normal run: $line"
+            found=1
+        done </tmp/real-server-denies
     done
-    ok "$w: no deny event of the server's own executables ($*)"
+    [ -z "$found" ] && ok "$w: no deny event of the server's own executables ($*)"
 }
 
 # quality NAME W: the rule counts per domain of W's latest recommended policy, as one line
@@ -210,6 +247,14 @@ quality() {
 # policy's, not a workload that can do nothing.
 attacks() {
     w=$1
+    out=$(stance launch --workload "$w" -- /bin/sh -c 'cat /etc/shadow' 2>&1) && fail "a shell ran in $w: $out"
+    case $out in
+        *"Operation not permitted"*) ok "stance launch of /bin/sh in $w: $out" ;;
+        *) fail "stance launch of /bin/sh in $w: $out" ;;
+    esac
+    # Repeats of a verdict within a second are counted, not stored again: the shell's refused exec
+    # below must be its own event.
+    sleep 1.2
     attack_shell "$w" "read x <$2 && echo 'allowed: ok'
 read x </etc/shadow || echo 'shadow: refused'
 echo evil >$3/stance-backdoor || echo 'backdoor: refused'
@@ -218,13 +263,14 @@ echo evil >$3/stance-backdoor || echo 'backdoor: refused'
     expect_in_output "/etc/shadow: Operation not permitted" "read /etc/shadow"
     expect_in_output "$3/stance-backdoor: Operation not permitted" "write into $3"
     expect_in_output "shell: refused" "run /bin/sh"
-    [ -e "$3/stance-backdoor" ] && fail "$3/stance-backdoor was created"
+    # The enforcer decides at file_open, after the VFS has created a new file: a refused create
+    # leaves an empty file behind. Nothing may have been written into it.
+    if [ -e "$3/stance-backdoor" ]; then
+        [ -s "$3/stance-backdoor" ] && fail "$3/stance-backdoor was written"
+        echo "note: the refused create left an empty $3/stance-backdoor (file_open runs after the create)"
+        rm -f "$3/stance-backdoor"
+    fi
     attack_connect "$w" 127.0.0.1:4444
-    out=$(stance launch --workload "$w" -- /bin/sh -c 'cat /etc/shadow' 2>&1) && fail "a shell ran in $w: $out"
-    case $out in
-        *"Operation not permitted"*) ok "stance launch of /bin/sh in $w: $out" ;;
-        *) fail "stance launch of /bin/sh in $w: $out" ;;
-    esac
 }
 
 # attack_denies W BINDIR: the attacks' deny events are stored (domain, object, acting executable).
@@ -233,9 +279,10 @@ attack_denies() {
     wait_event "$1" deny "file $2/stance-backdoor /bin/busybox"
     wait_event "$1" deny "process /bin/busybox /bin/busybox"
     wait_event "$1" deny "network 127.0.0.1:4444/tcp /usr/bin/curl"
-    events "$1" deny | grep -q "^process /bin/busybox .*/stance\$" || {
-        events "$1" deny
-        fail "no deny event of $1 for stance launch's /bin/sh"
-    }
-    ok "deny event of $1: process /bin/busybox (stance launch)"
+    # Two refused execs of /bin/sh: the attacker shell's and stance launch's (each its own event).
+    n=$(stance events --workload "$1" --kind deny --db "$DB" --limit 1000 -o json |
+        awk -F'"' '/^ *"domain":/ { d = $4 } /^ *"object":/ { if (d == "process" && $4 == "/bin/busybox") n++ }
+            END { print n + 0 }')
+    [ "$n" -ge 2 ] || fail "$1: $n process deny events for /bin/busybox, expected 2 (the shell's and stance launch's)"
+    ok "deny events of $1: $n refused execs of /bin/busybox"
 }
