@@ -134,7 +134,8 @@ ok "matcher and kernel agree on all $n cases ($allowed allowed)"
 
 # A procfs deny names the real path (the wildcard is only the lookup's).
 wait_verdict "^verdict: deny file /proc/1/status "
-wait_verdict "^verdict: deny process $E/target exe=$E/src-b "
+wait_verdict "^verdict: deny process $E/target exe=$E/src-b .*from_source=1"
+wait_verdict "^verdict: deny process memfd:evil .*from_source=0"
 
 stop_driver
 for p in $pids; do kill "$p"; done
