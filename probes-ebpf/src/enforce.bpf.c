@@ -803,10 +803,9 @@ static __noinline int decide_file_open(struct file *file)
 	if (due < 0)
 		due = report_due(&s, access, rp.ino, rp.dev, &rp.repeat);
 	if (due) {
-		/* The report names the real path: walk again without the pid wildcards (rare: only
-		 * for procfs paths, only when a report is due). */
-		if (mnt->mnt_sb->s_magic == STANCE_PROC_SUPER_MAGIC && !(rp.vflags & STANCE_V_TRUNCATED))
-			walk(file->f_path.dentry, mnt, &r, &ticket);
+		/* The report names the path as it was looked up (procfs pids as "*"): a second walk for
+		 * the real one doubled what 6.12's verifier had to check in this program. The event's
+		 * pid/tgid say whose open it was. */
 		rp.start = r.start;
 		rp.len = r.len;
 		report_walked(&s, &rp);
@@ -866,22 +865,36 @@ static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r,
 	return (rule->flags & STANCE_EXEC_FROM_ONLY) ? EXEC_FROM_ONLY : EXEC_ALLOWED;
 }
 
-/* The hash of the current task's executable path (or memfd label): the one calling execve, since
- * bprm_check_security runs before the new image replaces it. 0, or -1 when it has none or its path
- * cannot be resolved or hashed (then no fromSource rule can allow the exec). Walked before the
- * binary, so that the buffer holds the binary's path for a report: one walk more per exec of an
- * enforced workload (exec is rare next to opens), none more to verify. */
-static __noinline int current_exe_hash(struct stance_hash128 *out)
+/* A hash no path or label has (2^-128 odds): what a source that cannot be named hashes to, so that
+ * no fromSource entry matches it. */
+#define NO_SOURCE_HASH (~0ULL)
+
+/*
+ * The hash of the current task's executable path (or memfd label): the one calling execve, since
+ * bprm_check_security runs before the new image replaces it; NO_SOURCE_HASH when it has none or
+ * its path cannot be resolved or hashed (then no fromSource rule can allow the exec). Walked before
+ * the binary, so that the buffer holds the binary's path for a report: one walk more per exec of
+ * an enforced workload (exec is rare next to opens).
+ *
+ * A global function, so the verifier checks it once, on its own, and the caller continues from one
+ * state whatever happened inside (a static one would fork the rest of decide_exec per outcome:
+ * 6.12 took three times as long to load it).
+ */
+__noinline int stance_current_exe_hash(struct stance_hash128 *out)
 {
+	if (!out)
+		return 0;
+	out->lo = NO_SOURCE_HASH;
+	out->hi = NO_SOURCE_HASH;
 	struct file *exe = task_exe_file(bpf_get_current_task_btf());
 	if (!exe)
-		return -1;
+		return 0;
 	struct walk_result r = {};
 	__u64 ticket = 0;
-	if (walk_exe(exe, &r, &ticket, NULL) < 0)
-		return -1;
-	if (hash_walked(r.start, r.len, out) < 0 || !walk_intact(ticket))
-		return -1;
+	struct stance_hash128 h = {};
+	if (walk_exe(exe, &r, &ticket, NULL) < 0 || hash_walked(r.start, r.len, &h) < 0 || !walk_intact(ticket))
+		return 0;
+	*out = h;
 	return 0;
 }
 
@@ -900,7 +913,7 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 	struct report rp = {};
 	file_id(f, &rp.ino, &rp.dev);
 	struct stance_hash128 source = {};
-	int have_source = current_exe_hash(&source) == 0;
+	stance_current_exe_hash(&source);
 
 	struct walk_result r = {};
 	__u64 ticket = 0;
@@ -916,13 +929,10 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 		}
 		if (ok == EXEC_FROM_ONLY) {
 			k.source = source;
-			if (have_source && bpf_map_lookup_elem(&exec_rules, &k)) {
+			if (bpf_map_lookup_elem(&exec_rules, &k))
 				ok = EXEC_ALLOWED;
-			} else {
+			else
 				rp.vflags |= STANCE_V_FROM_SOURCE;
-				if (!have_source)
-					rp.vflags |= STANCE_V_EXE_TRUNCATED;
-			}
 		}
 		allow = ok == EXEC_ALLOWED;
 	}
