@@ -11,10 +11,15 @@
 #      the workload's stored losses must be zero and its stored open counts must add up.
 #   4. Pipeline: `cargo bench --bench pipeline` on one CPU (events/s; SQLite edges/s).
 #   5. Daemon RSS (peak, VmHWM) and CPU time, during the B phases and during the loss run.
+#   6. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
+#      one kernel, with more pairs than `make test` runs: enforced (1,000 file rules) against observe
+#      for openat+close and fork+exec, the two batches of a pair alternating; BPF run time per program.
 #
 # Environment: BENCH_PAIRS (default 15), BENCH_CPU (the CPU the overhead workloads and the pipeline
 # bench are pinned to; default the last one), BENCH_RUN_SECONDS (length of one run, default 0.5),
-# BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md. Needs root.
+# BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md; for the VM: BENCH_VM_KERNEL
+# (6.1 or 6.12, default 6.12), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
+# 5000), BENCH_VM_EXECS (fork+execs per batch, default 30). Needs root.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,6 +30,11 @@ PAIRS=${BENCH_PAIRS:-15}
 CPU=${BENCH_CPU:-$(($(nproc) - 1))}
 RUN_SECONDS=${BENCH_RUN_SECONDS:-0.5}
 MODES=(open forkexec connect)
+VM_KERNEL=${BENCH_VM_KERNEL:-6.12}
+VM_PAIRS=${BENCH_VM_PAIRS:-31}
+VM_OPENS=${BENCH_VM_OPENS:-5000}
+VM_EXECS=${BENCH_VM_EXECS:-30}
+VMTEST=$TARGET/release/stance-vmtest
 LOSS_RATE=100000
 LOSS_SECONDS=5
 # Operations in a first, uncalibrated run; the real runs are scaled from its time.
@@ -34,8 +44,10 @@ say() { echo "bench: $*" >&2; }
 fail() { echo "bench: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "must run as root (the daemon loads BPF programs)"
-[ -x "$STANCE" ] || fail "$STANCE not found: run \`make build\` first"
-for tool in gcc taskset python3 bpftool sysctl; do
+for bin in "$STANCE" "$VMTEST" "$TARGET/release/stance-enforce-test" "$TARGET/release/enforce-probe"; do
+    [ -x "$bin" ] || fail "$bin not found: run \`make build\` first"
+done
+for tool in gcc taskset python3 bpftool sysctl qemu-system-x86_64; do
     command -v "$tool" >/dev/null || fail "$tool not found (\`make deps\` installs it)"
 done
 
@@ -215,10 +227,23 @@ record daemon loss 1 "$STOP_HWM_KB" "$STOP_CPU" "$STOP_WALL"
 say "pipeline: replayed stream, pinned to CPU $CPU"
 taskset -c "$CPU" "$PIPELINE_BENCH" --bench | tee "$TMP/pipeline.out" >&2
 
+# --- 6. enforcement, in a VM: nothing else of this run is measuring while it runs ---
+say "enforcement: scenario 39 alone in a $VM_KERNEL VM, $VM_PAIRS pairs per loop ($VM_OPENS opens, $VM_EXECS execs per batch)"
+# The VM's console goes to a file (the harness prints every line); its verdict decides.
+if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 39-enforce-bench --scenarios "$ROOT/tests/vm/scenarios" \
+    --bin "$TARGET/release/stance-enforce-test" --bin "$TARGET/release/enforce-probe" \
+    --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
+    --env STANCE_BENCH_PAIRS="$VM_PAIRS" --env STANCE_BENCH_OPENS="$VM_OPENS" \
+    --env STANCE_BENCH_EXECS="$VM_EXECS" --env STANCE_BENCH_BPF_STATS=1 >"$TMP/vm.out" 2>&1; then
+    tail -n 40 "$TMP/vm.out" >&2
+    fail "the enforcement benchmark VM failed (output above)"
+fi
+grep -E '^\[[0-9.]+\] bench:' "$TMP/vm.out" >&2 || true
+
 record meta seconds "$(($(date +%s) - START))"
 record meta cpu_pinned "$CPU"
 record meta pairs "$PAIRS"
 record meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -B "$HERE/report.py" --raw "$RAW" --pipeline "$TMP/pipeline.out" \
     --loss-workloads "$TMP/loss-workloads.json" --loss-graph "$TMP/loss-graph.json" \
-    --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}
+    --vm "$TMP/vm.out" --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}
