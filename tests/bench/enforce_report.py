@@ -39,8 +39,8 @@ def parse(path):
                 continue
             if text[0] == "bench-pair:" and len(text) == 5:
                 pairs.setdefault(text[1], []).append((float(text[3]), float(text[4])))
-            elif text[0] == "bench-bpf:" and len(text) == 5:
-                bpf.append((text[1], text[2], int(text[3]), int(text[4])))
+            elif text[0] == "bench-bpf:" and len(text) == 6:
+                bpf.append((text[1], text[2], text[3], int(text[4]), int(text[5])))
             elif text[0] == "bench-setup:":
                 setup = dict(kv.split("=", 1) for kv in text[1:] if "=" in kv)
             elif text[0] == "timing:" and len(text) >= 3:
@@ -103,12 +103,19 @@ def section(w, summary, path):
           + ", applying the policy " + timing.get("apply", "?") + " (emulated time).")
         w("")
     if bpf:
-        w("Where the time goes: one more batch of each loop in each workload with `kernel.bpf_stats_enabled = 1`; "
-          "per program, the runs between two `bpftool prog show` snapshots (every task of the VM, bpftool "
-          "included) and the kernel's run time per run (emulated).")
+        w("Where the time goes: afterwards, one more batch of each loop in each workload with "
+          "`kernel.bpf_stats_enabled = 1`, between two `bpftool prog show` snapshots: per program, its runs in "
+          "that time (every task of the VM, bpftool included) and the kernel's run time per run (emulated). "
+          "Only programs that ran are listed.")
         w("")
-        w("| program | workload | runs | mean run time |")
-        w("| --- | --- | ---: | ---: |")
-        for side, prog, runs, ns in sorted(bpf, key=lambda r: (r[1], r[0] != "enforced")):
-            w(f"| `{prog}` | {side} | {runs:,} | {fmt_ns(ns / runs) if runs else '-'} |")
+        w("| loop | program | enforced: runs | enforced: mean run time | observe: runs | observe: mean run time |")
+        w("| --- | --- | ---: | ---: | ---: | ---: |")
+        by = {(loop, side, prog): (runs, ns) for loop, side, prog, runs, ns in bpf}
+        for loop in LOOPS:
+            for prog in sorted({p for l, _, p, _, _ in bpf if l == loop}):
+                cells = []
+                for side in ("enforced", "observe"):
+                    runs, ns = by.get((loop, side, prog), (0, 0))
+                    cells += [f"{runs:,}", fmt_ns(ns / runs) if runs else "-"]
+                w(f"| {loop} | `{prog}` | " + " | ".join(cells) + " |")
         w("")

@@ -118,12 +118,49 @@ def overhead(w, summary, runs, foreign, meta):
         summary.append(f"overhead {mode}: CPU {pct(med_cpu)} (+{cpu_b - cpu_a:,.0f} ns/op), wall {pct(med_wall)}, best-run ratio {pct(best)}; "
                        f"CPU per pair {', '.join(pct(x) for x in slow_cpu)}; wall per pair {', '.join(pct(x) for x in slow_wall)}")
     w("")
+    floor_section(w, summary, runs)
     if foreign and any(foreign):
         w(f"**Caution:** other tracing BPF programs were attached during {sum(1 for f in foreign if f)} of the "
           f"{len(foreign)} A phases (counts {foreign}), so those baselines were observed too.")
     else:
         w("No tracing BPF programs were attached during any A phase (checked with `bpftool prog show` before each).")
     w(f"Load average at the start and end of the run: {meta.get('loadavg_start', '?')} / {meta.get('loadavg_end', '?')}.")
+    w("")
+
+
+def floor_section(w, summary, runs):
+    """The F phases: empty programs on the daemon's hooks. What they cost is the hooks' own price on
+    this kernel (for syscall tracepoints, every syscall of every task takes the slow path once one
+    is attached), which bounds from below what any observer using these hooks can reach."""
+    rows = []
+    for mode, label in MODES.items():
+        by_pair = runs.get(mode, {})
+        done = [by_pair[p] for p in sorted(by_pair) if all(k in by_pair[p] for k in "AFB")]
+        if not done:
+            continue
+        floor = statistics.median(r["F"][1] / r["A"][1] - 1 for r in done)
+        daemon = statistics.median(r["B"][1] / r["A"][1] - 1 for r in done)
+        added_f = statistics.median(r["F"][1] - r["A"][1] for r in done)
+        added_b = statistics.median(r["B"][1] - r["A"][1] for r in done)
+        rows.append((label, floor, daemon, added_f, added_b, len(done)))
+        summary.append(f"floor {mode}: empty programs on the hooks {pct(floor)} (+{added_f:,.0f} ns/op); daemon {pct(daemon)}")
+    if not rows:
+        return
+    w("#### The hooks' floor")
+    w("")
+    w("Each pair also runs the workloads with empty BPF programs attached to exactly the daemon's hooks "
+      "(`tests/bench/floor.bpf.c`: the five `sys_exit_open*` and four `sys_exit_connect`/`send*` syscall "
+      "tracepoints, exec, fork and exit), between A and B. Whatever that costs is the price of the hooks "
+      "themselves on this kernel: once any syscall tracepoint is attached, every syscall of every task takes "
+      "the kernel's slow path. No program body, however small, can go below it. On kernels that run fentry "
+      "or BPF-LSM programs, opens and connects could be observed without syscall tracepoints at all; this "
+      "machine's kernel refuses both and has no kprobes (KERNEL-TESTING.md), so syscall tracepoints are the "
+      "only hooks that see an open here.")
+    w("")
+    w("| workload | empty programs: slowdown, CPU | added per op | Stance daemon: slowdown, CPU | added per op | pairs |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, floor, daemon, added_f, added_b, n in rows:
+        w(f"| {label} | {pct(floor)} | {fmt_ns(added_f)} | {pct(daemon)} | {fmt_ns(added_b)} | {n} |")
     w("")
 
 

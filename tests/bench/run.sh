@@ -5,6 +5,8 @@
 #   1. Overhead: a monitored workload (always under `stance launch`) doing openat+close, fork+exec
 #      of /bin/true, and TCP connects to loopback, in alternating phases without (A) and with (B)
 #      the daemon: A B A B ..., BENCH_PAIRS pairs, median of the per-pair slowdowns B/A - 1.
+#      Each pair also has an F phase between them: empty programs on the daemon's hooks
+#      (tests/bench/floor.bpf.c), the floor that no program body can go below on this kernel.
 #   2. Where the time goes: one more daemon session with kernel.bpf_stats_enabled, for the run
 #      time of each BPF program per invocation (the sysctl is put back as it was).
 #   3. Loss: opens paced at 100,000/s for 5 s with in-kernel dedup off, so every open is an event;
@@ -57,6 +59,10 @@ DAEMON_PID=
 STATS_WAS=
 cleanup() {
     # Only the daemon this script started, by its pid.
+    if [ -n "$FLOOR_PID" ] && kill -0 "$FLOOR_PID" 2>/dev/null; then
+        kill -TERM "$FLOOR_PID" 2>/dev/null || true
+        wait "$FLOOR_PID" 2>/dev/null || true
+    fi
     if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill -TERM "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true
@@ -82,6 +88,11 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "pipeline":
         print(m["executable"])')
 [ -x "$PIPELINE_BENCH" ] || { cat "$TMP/cargo.err" >&2; fail "could not build the pipeline bench (cargo bench --bench pipeline --no-run)"; }
+# The floor: empty programs on the daemon's hooks (tests/bench/floor.bpf.c), and their loader.
+FLOOR=$TMP/floor
+clang-19 -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c "$HERE/floor.bpf.c" -o "$TMP/floor.bpf.o"
+gcc -O2 -Wall -Wextra -Werror -o "$FLOOR" "$HERE/floor.c" -lbpf
+FLOOR_PID=
 
 # --- helpers ---
 
@@ -170,6 +181,27 @@ measure() {
     record run "$1" "$2" "$3" "$wall" "$cpu"
 }
 
+# start_floor / stop_floor: the empty programs attached, then detached (by the loader's pid).
+start_floor() {
+    "$FLOOR" "$TMP/floor.bpf.o" >"$TMP/floor.out" 2>&1 &
+    FLOOR_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^attached' "$TMP/floor.out" && return 0
+        kill -0 "$FLOOR_PID" 2>/dev/null || { cat "$TMP/floor.out" >&2; fail "the floor programs did not load"; }
+        sleep 0.1
+    done
+    fail "the floor programs did not attach within 10 s"
+}
+stop_floor() {
+    kill -TERM "$FLOOR_PID"
+    wait "$FLOOR_PID" || fail "the floor loader exited with an error"
+    FLOOR_PID=
+    for _ in $(seq 100); do
+        [ -z "$(progs | awk -F'\t' '$3 ~ /^floor_/')" ] && break
+        sleep 0.1
+    done
+}
+
 # --- calibrate: N per mode so that one run takes about RUN_SECONDS ---
 declare -A N
 for mode in "${MODES[@]}"; do
@@ -186,6 +218,9 @@ for mode in "${MODES[@]}"; do run_load "$mode" "${N[$mode]}" >/dev/null; done # 
 for i in $(seq 1 "$PAIRS"); do
     record foreign "$i" "$(tracing_progs)"
     for mode in "${MODES[@]}"; do measure "$mode" "$i" A; done
+    start_floor
+    for mode in "${MODES[@]}"; do measure "$mode" "$i" F; done
+    stop_floor
     start_daemon "pair$i"
     for mode in "${MODES[@]}"; do measure "$mode" "$i" B; done
     stop_daemon "pair$i"

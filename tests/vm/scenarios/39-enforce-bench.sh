@@ -17,7 +17,7 @@
 #   STANCE_BENCH_OPENS  opens per batch (default 1000)
 #   STANCE_BENCH_EXECS  fork+execs per batch (default 10)
 #   STANCE_BENCH_BPF_STATS=1  afterwards, one more batch of each loop in each workload with
-#       kernel.bpf_stats_enabled, printing `bench-bpf: enforced|observe PROGRAM RUNS RUN_TIME_NS`
+#       kernel.bpf_stats_enabled, printing `bench-bpf: LOOP enforced|observe PROGRAM RUNS RUN_TIME_NS`
 #       per BPF program that ran (needs bpftool in the guest: pass it with --bin)
 . /scenarios/lib/enforce.sh
 
@@ -90,17 +90,23 @@ if [ "${STANCE_BENCH_BPF_STATS:-0}" = 1 ]; then
     echo 1 >/proc/sys/kernel/bpf_stats_enabled || fail "cannot enable kernel.bpf_stats_enabled"
     snap >/tmp/bpf-before
     grep -q . /tmp/bpf-before || fail "bpftool listed no programs"
-    for side in enforced observe; do
-        if [ $side = enforced ]; then cg=$enf; else cg=$obs; fi
-        in_cg "$cg" enforce-probe bench-open $B/target "$OPENS" >/dev/null || fail "bpf stats: open ($side)"
-        in_cg "$cg" enforce-probe bench-open $B/linked "$OPENS" >/dev/null || fail "bpf stats: open-uncached ($side)"
-        in_cg "$cg" enforce-probe bench-exec "$PROBE" "$EXECS" >/dev/null || fail "bpf stats: exec ($side)"
-        snap >/tmp/bpf-after
-        # Programs that ran in between: runs and run time since the previous snapshot.
-        awk -v side=$side 'NR == FNR { c[$1] = $3; t[$1] = $4; next }
-            ($1 in c) && $3 > c[$1] { print "bench-bpf:", side, $2, $3 - c[$1], $4 - t[$1] }' \
-            /tmp/bpf-before /tmp/bpf-after
-        mv /tmp/bpf-after /tmp/bpf-before
+    # One batch per loop and workload between two snapshots, so each program's runs are those of
+    # one loop in one workload (and of whatever else ran in the VM meanwhile, bpftool included).
+    for loop in open open-uncached exec; do
+        for side in enforced observe; do
+            if [ $side = enforced ]; then cg=$enf; else cg=$obs; fi
+            case $loop in
+                open) set -- bench-open $B/target "$OPENS" ;;
+                open-uncached) set -- bench-open $B/linked "$OPENS" ;;
+                exec) set -- bench-exec "$PROBE" "$EXECS" ;;
+            esac
+            in_cg "$cg" enforce-probe "$@" >/dev/null || fail "bpf stats: $loop ($side)"
+            snap >/tmp/bpf-after
+            awk -v what="$loop $side" 'NR == FNR { c[$1] = $3; t[$1] = $4; next }
+                ($1 in c) && $3 > c[$1] { print "bench-bpf:", what, $2, $3 - c[$1], $4 - t[$1] }' \
+                /tmp/bpf-before /tmp/bpf-after
+            mv /tmp/bpf-after /tmp/bpf-before
+        done
     done
     echo 0 >/proc/sys/kernel/bpf_stats_enabled
 fi
