@@ -238,7 +238,7 @@ echo "== memcached"
 W=memcached
 # mc LINES WANT: the protocol lines through nc; the replies (CRs dropped) must be WANT.
 mc() {
-    got=$(printf '%s\r\nquit\r\n' "$1" | sed 's/$/\r/' | nc -w 5 127.0.0.1 11211 | tr -d '\r')
+    got=$(printf '%s\nquit\n' "$1" | sed 's/$/\r/' | nc -w 5 127.0.0.1 11211 | tr -d '\r')
     [ "$got" = "$2" ] || finding "memcached: expected
 $2
 got
