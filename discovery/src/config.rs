@@ -49,6 +49,13 @@ pub struct FileConfig {
     /// bpffs directory where enforcement is pinned (survives a daemon crash; adopted at restart).
     /// One daemon per directory: tests give each daemon its own.
     pub pin_dir: PathBuf,
+    /// Readiness (recommend::readiness): length of one observation window, in seconds. 10 minutes:
+    /// long against the 10 s de-duplication, short enough that a server's usual work shows up in
+    /// every window.
+    pub readiness_window_secs: u64,
+    /// Readiness: consecutive windows without a new rule (and without lost events) before a
+    /// workload is ready. 6 × 10 minutes: an hour of quiet.
+    pub readiness_quiet_windows: u32,
 }
 
 impl Default for FileConfig {
@@ -62,7 +69,52 @@ impl Default for FileConfig {
             argv_bytes: 512,
             control_socket: PathBuf::from(paths::CONTROL_SOCKET),
             pin_dir: PathBuf::from(paths::BPF_PIN_DIR),
+            readiness_window_secs: 600,
+            readiness_quiet_windows: 6,
         }
+    }
+}
+
+/// When learning counts as done (see recommend::readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadinessConfig {
+    pub window: Duration,
+    pub quiet_windows: u32,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        FileConfig::default().readiness().expect("the defaults are valid")
+    }
+}
+
+impl FileConfig {
+    /// The optional file's keys, or the defaults without a file.
+    pub fn load(file: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        match file {
+            None => Ok(FileConfig::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The readiness keys, validated: the query commands need only these.
+    pub fn readiness(&self) -> Result<ReadinessConfig, ConfigError> {
+        if self.readiness_window_secs == 0 || self.readiness_quiet_windows == 0 {
+            return Err(ConfigError::Invalid(
+                "readiness_window_secs and readiness_quiet_windows must be positive".into(),
+            ));
+        }
+        Ok(ReadinessConfig {
+            window: Duration::from_secs(self.readiness_window_secs),
+            quiet_windows: self.readiness_quiet_windows,
+        })
     }
 }
 
@@ -78,6 +130,7 @@ pub struct Config {
     pub argv_bytes: usize,
     pub control_socket: PathBuf,
     pub pin_dir: PathBuf,
+    pub readiness: ReadinessConfig,
 }
 
 /// Longest path a unix socket address holds (`sun_path` is 108 bytes with the terminating NUL).
@@ -87,17 +140,7 @@ impl Config {
     /// Reads the optional file, applies the command line's `control` over it, and validates
     /// everything in one step.
     pub fn load(file: Option<&Path>, db: PathBuf, control: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let mut fc = match file {
-            None => FileConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.message().to_owned(),
-                })?
-            }
-        };
+        let mut fc = FileConfig::load(file)?;
         if let Some(control) = control {
             fc.control_socket = control;
         }
@@ -128,7 +171,9 @@ impl Config {
                 control.display()
             )));
         }
+        let readiness = fc.readiness()?;
         Ok(Config {
+            readiness,
             db,
             ringbuf_bytes: fc.ringbuf_bytes,
             dedup_window: Duration::from_millis(fc.dedup_window_ms),
@@ -169,5 +214,16 @@ mod tests {
         let long = format!("/tmp/{}", "x".repeat(120));
         assert!(Config::load(None, "/tmp/x.db".into(), Some(long.into())).is_err());
         assert!(Config::load(None, "/tmp/x.db".into(), Some("rel.sock".into())).is_err());
+    }
+
+    #[test]
+    fn readiness_keys() {
+        let fc: FileConfig =
+            toml::from_str("readiness_window_secs = 60\nreadiness_quiet_windows = 3").unwrap();
+        let cfg = Config::from_file_config(fc, "/tmp/x.db".into()).unwrap();
+        assert_eq!(cfg.readiness, ReadinessConfig { window: Duration::from_secs(60), quiet_windows: 3 });
+        assert_eq!(ReadinessConfig::default().quiet_windows, 6);
+        let fc: FileConfig = toml::from_str("readiness_quiet_windows = 0").unwrap();
+        assert!(Config::from_file_config(fc, "/tmp/x.db".into()).is_err());
     }
 }
