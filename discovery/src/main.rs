@@ -459,9 +459,23 @@ mod tests {
         assert_eq!(rule_id, "f12345678");
         assert!(Cli::try_parse_from(["stance", "policy"]).is_err(), "a workload is needed");
 
-        let cli = Cli::try_parse_from(["stance", "policy", "check", "web", "--version", "2", "--since", "2h", "-o", "json"]).unwrap();
-        let Command::Policy(PolicyArgs { action: Some(PolicyAction::Check { version, since, until, .. }), .. }) =
-            cli.command
+        let cli = Cli::try_parse_from([
+            "stance",
+            "policy",
+            "check",
+            "web",
+            "--version",
+            "2",
+            "--since",
+            "2h",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Policy(PolicyArgs {
+            action: Some(PolicyAction::Check { version, since, until, .. }),
+            ..
+        }) = cli.command
         else {
             panic!()
         };

@@ -108,8 +108,9 @@ pub fn replay(
                     None => None,
                 }
             }
-            EdgeKind::Capable if e.result == "granted" => capability_number(&e.target_label)
-                .map(|cap| (Domain::Capabilities, m.capability(cap))),
+            EdgeKind::Capable if e.result == "granted" => {
+                capability_number(&e.target_label).map(|cap| (Domain::Capabilities, m.capability(cap)))
+            }
             _ => None,
         };
         let Some((domain, allowed)) = verdict else { continue };
@@ -222,7 +223,8 @@ mod tests {
         ]);
         let (checked, denied) = replay(&policy, &second, None, None).unwrap();
         assert_eq!(checked, 10);
-        let objects: Vec<(&str, &str)> = denied.iter().map(|d| (d.object.as_str(), d.actor.as_str())).collect();
+        let objects: Vec<(&str, &str)> =
+            denied.iter().map(|d| (d.object.as_str(), d.actor.as_str())).collect();
         assert_eq!(
             objects,
             [
