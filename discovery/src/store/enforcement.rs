@@ -290,7 +290,7 @@ pub(super) async fn record_enforcement(
         )),
     };
     let now = now_ns();
-    let mut tx = pool.begin().await.map_err(record)?;
+    let mut tx = pool.begin_with(super::WRITE_TX).await.map_err(record)?;
     for d in Domain::ALL {
         sqlx::query(
             "INSERT INTO workload_modes (workload_id, domain, mode, updated_at) VALUES (?, ?, ?, ?)
@@ -331,7 +331,7 @@ pub(super) async fn write_verdicts(pool: &SqlitePool, verdicts: &[VerdictRecord]
         return Ok(0);
     }
     let mut stored = 0;
-    let mut tx = pool.begin().await.map_err(record)?;
+    let mut tx = pool.begin_with(super::WRITE_TX).await.map_err(record)?;
     for chunk in pow2_chunks(verdicts) {
         let sql = multi_row_sql(
             "INSERT INTO enforcement_events

@@ -49,6 +49,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// another writer (a second daemon) is active, which is worth an error rather than an endless wait.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How every writing transaction starts. The daemon and `stance policy` write the same file; a
+/// deferred transaction that reads before it writes cannot wait for the other writer (SQLite
+/// answers SQLITE_BUSY at once, without the busy timeout, when its read snapshot is stale), so
+/// writers take the write lock up front and wait their turn instead.
+pub(crate) const WRITE_TX: &str = "BEGIN IMMEDIATE";
+
 /// Size the WAL file is truncated back to after a checkpoint.
 const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 

@@ -125,7 +125,7 @@ pub(super) async fn add_version(pool: &SqlitePool, workload: &str, new: NewVersi
     let body = serde_json::to_string(new.policy).map_err(bad)?;
     let evidence = serde_json::to_string(new.evidence).map_err(bad)?;
     let now = now_ns();
-    let mut tx = pool.begin().await.map_err(record)?;
+    let mut tx = pool.begin_with(super::WRITE_TX).await.map_err(record)?;
     let id = workload_id(&mut tx, workload).await?;
     let latest: i64 =
         sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM policy_versions WHERE workload_id = ?")

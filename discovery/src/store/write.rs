@@ -63,7 +63,7 @@ pub(super) async fn write_batch(pool: &SqlitePool, batch: &Batch) -> Result<(), 
         return Ok(());
     }
     let plan = Plan::new(batch, now_ns());
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(super::WRITE_TX).await?;
     let workload_ids = upsert_workloads(&mut tx, &plan).await?;
     upsert_cgroups(&mut tx, &plan, &workload_ids).await?;
     let node_ids = upsert_nodes(&mut tx, &plan, &workload_ids).await?;
