@@ -126,6 +126,11 @@ fn all_digits(s: &str) -> bool {
 
 /// Whether a path component looks generated rather than chosen (see the module doc).
 pub fn is_random(component: &str) -> bool {
+    // A literal '*' in a name cannot be an exact rule (the enforcer reads '*' as a procfs pid
+    // wildcard and refuses it elsewhere): such a name is covered by its directory instead.
+    if component.contains('*') {
+        return true;
+    }
     if let Some(rest) = component.strip_prefix("tmp") {
         if rest.len() >= 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return true;
@@ -543,6 +548,7 @@ pub(super) mod tests {
             "a8f3kz",
             "QmFzZTY0RW5jb2RlZFN0cmluZw1",
             "2024-05-01.log",
+            "a*b",
         ] {
             assert!(is_random(random), "{random}");
         }

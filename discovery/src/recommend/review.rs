@@ -224,7 +224,20 @@ async fn proposals(store: &Store, graph: &Graph, latest: &Policy, fs: &dyn HostF
         return Ok(Vec::new());
     }
     let have: std::collections::HashSet<String> = rules_of(latest).iter().map(Rule::id).collect();
-    let denied = collapse(&events_graph(&events, graph), fs, false);
+    let mut asked = events_graph(&events, graph);
+    // Events the latest version already allows (they came from an older one) ask for nothing.
+    if let Ok((_, denied)) = super::replay::replay(latest, &asked, None, None) {
+        let denied: std::collections::HashSet<(&str, &str, &str)> =
+            denied.iter().map(|d| (d.object.as_str(), d.actor.as_str(), d.access.as_str())).collect();
+        let keep: Vec<bool> = asked
+            .edges
+            .iter()
+            .map(|e| denied.contains(&(e.target_label.as_str(), e.source_label.as_str(), e.access.as_str())))
+            .collect();
+        let mut keep = keep.into_iter();
+        asked.edges.retain(|_| keep.next().unwrap_or(false));
+    }
+    let denied = collapse(&asked, fs, false);
     Ok(denied
         .rules
         .into_iter()

@@ -107,13 +107,14 @@ async fn a_version_is_written_only_when_behaviour_changes() {
 async fn denies_become_proposals_and_accept_adopts_one_for_good() {
     let (_dir, store) = store_with(vec![
         hosts(T0),
+        edge(EdgeKind::Open, (NodeKind::File, "/proc/1/status"), "read", "ok", T0),
         // The denied open was observed too (EPERM), with its access: a write.
         edge(EdgeKind::Open, (NodeKind::File, "/srv/data"), "write", "EPERM", T0 + MIN),
     ])
     .await;
     let fs = FakeFs::default();
     let (v, policy) = latest_or_new(&store, "web", &fs).await.unwrap();
-    assert_eq!((v, policy.files.len()), (1, 1), "mode's first version: the EPERM open is not learnt");
+    assert_eq!((v, policy.files.len()), (1, 2), "mode's first version: the EPERM open is not learnt");
     assert_eq!(latest_or_new(&store, "web", &fs).await.unwrap().0, 1, "the latest is reused");
 
     let id = store.workload_enforcement("web").await.unwrap().id;
@@ -135,6 +136,9 @@ async fn denies_become_proposals_and_accept_adopts_one_for_good() {
             verdict(Domain::File, "/srv/data"),
             verdict(Domain::File, "/srv/data"),
             verdict(Domain::File, "/etc/hosts"),
+            // The latest lets anything start python (its rule has no `from`): no proposal, although
+            // the rule the event alone would make ("from /bin/sh") is not in the policy.
+            VerdictRecord { actor: "/bin/sh".into(), ..verdict(Domain::Process, PY) },
             verdict(Domain::Capabilities, "CAP_NET_RAW"),
         ])
         .await
