@@ -23,6 +23,7 @@ use sqlx::{
 use crate::model::Batch;
 
 mod enforcement;
+mod loss_events;
 mod query;
 pub mod render;
 mod write;
@@ -34,6 +35,7 @@ pub use enforcement::{
     EnforcementEvent, EventFilter, StoredPolicy, VerdictKind, VerdictRecord, WorkloadEnforcement,
     SOURCE_GRAPH,
 };
+pub use loss_events::{LossEvent, LOSS_KIND};
 pub use query::{
     Graph, GraphEdge, GraphLosses, GraphNode, LossBucket, LossSummary, WorkloadInfo, WorkloadSummary,
 };
