@@ -107,8 +107,12 @@ pub fn read(path: &Path) -> Result<Token, TokenError> {
     Ok(Token(value.to_owned()))
 }
 
-/// Middleware on /api: `Authorization: Bearer <token>` or 401.
+/// Middleware: every request under /api needs `Authorization: Bearer <token>`, or gets 401.
 pub async fn require_token(State(token): State<Arc<Token>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/api" && !path.starts_with("/api/") {
+        return next.run(req).await;
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

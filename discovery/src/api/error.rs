@@ -6,10 +6,10 @@
 
 use axum::{
     extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{JsonRejection, QueryRejection},
+        FromRequest, FromRequestParts, Query, Request,
     },
-    http::{request::Parts, StatusCode},
+    http::{request::Parts, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json,
 };
@@ -150,12 +150,6 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-impl From<PathRejection> for ApiError {
-    fn from(r: PathRejection) -> Self {
-        ApiError::bad_request(r.body_text())
-    }
-}
-
 /// A JSON body whose rejections are `ApiError`s.
 pub struct JsonBody<T>(pub T);
 
@@ -172,24 +166,55 @@ pub struct QueryOf<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
-        Ok(QueryOf(value))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(&parts.uri).map(QueryOf)
     }
 }
 
-/// The `{name}` segment (a workload name), percent-decoded and valid UTF-8.
+/// The query string of `uri` as a `T`, or a 400.
+pub fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    // The form decoder replaces invalid UTF-8; refuse it instead, so a filter never silently
+    // becomes another one.
+    let raw = uri.query().unwrap_or("");
+    let valid = raw.split(['&', '=']).all(|p| percent_encoding::percent_decode_str(p).decode_utf8().is_ok());
+    if !valid {
+        return Err(ApiError::bad_request("the query string is not valid UTF-8"));
+    }
+    let Query(value) = Query::<T>::try_from_uri(uri)?;
+    Ok(value)
+}
+
+/// The `{name}` segment (a workload name), percent-decoded. Bytes that are not UTF-8 are refused
+/// rather than replaced, so a name never silently becomes another one.
 pub struct PathName(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathName {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state).await?;
-        Ok(PathName(name))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // From the raw URI: axum's own path captures replace invalid UTF-8 instead of refusing it.
+        let mut segments = parts.uri.path().split('/');
+        let raw = segments
+            .by_ref()
+            .find(|s| *s == "workloads")
+            .and_then(|_| segments.next())
+            .ok_or_else(|| ApiError::bad_request("no workload name in the path"))?;
+        let name = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_request("the workload name in the path is not valid UTF-8"))?;
+        Ok(PathName(name.into_owned()))
     }
 }
 
 /// Answer for paths under /api that name no endpoint (and for a wrong method on one that does).
 pub async fn no_such_endpoint() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, "no such endpoint (see /api/v1/openapi.json)")
+}
+
+/// Answer for a method an endpoint does not take.
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::BadRequest,
+        "method not allowed on this endpoint (see /api/v1/openapi.json)",
+    )
 }

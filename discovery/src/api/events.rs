@@ -134,10 +134,10 @@ mod tests {
 
     use super::*;
 
-    /// Parses like the endpoint does: axum's query extractor on a real URI.
+    /// Parses like the endpoint does, from a real URI.
     fn query(s: &str) -> Result<EventsQuery, String> {
         let uri: axum::http::Uri = format!("/api/v1/events?{s}").parse().map_err(|e| format!("{e}"))?;
-        axum::extract::Query::try_from_uri(&uri).map(|q| q.0).map_err(|e| e.body_text())
+        crate::api::error::parse_query(&uri).map_err(|e| e.message)
     }
 
     #[test]
@@ -152,6 +152,7 @@ mod tests {
         assert!(query("limit=-1").is_err());
         assert!(query("limit=ten").is_err());
         assert!(query("colour=red").is_err());
+        assert_eq!(query("workload=%FF").unwrap_err(), "the query string is not valid UTF-8");
         let bad = |s: &str| validate(&query(s).unwrap()).unwrap_err().message;
         assert_eq!(bad("limit=0"), "limit must be between 1 and 1000, got 0");
         assert_eq!(bad("offset=100001"), "offset must be at most 100000, got 100001");
@@ -172,6 +173,18 @@ mod tests {
                     }
                     Err(e) => prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST),
                 }
+            }
+        }
+
+        /// Percent-encoded arbitrary bytes: invalid UTF-8 is refused, valid text reaches the filter
+        /// unchanged.
+        #[test]
+        fn workload_filters_are_exact_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            match (std::str::from_utf8(&bytes), query(&format!("workload={encoded}"))) {
+                (Ok(text), Ok(q)) => prop_assert_eq!(q.workload.as_deref(), Some(text)),
+                (Err(_), Err(e)) => prop_assert_eq!(e, "the query string is not valid UTF-8"),
+                (utf8, parsed) => prop_assert!(false, "{:?} → {:?}", utf8, parsed),
             }
         }
 

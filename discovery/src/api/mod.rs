@@ -22,7 +22,7 @@ use std::{
 use axum::{
     extract::DefaultBodyLimit,
     middleware,
-    routing::{get, put},
+    routing::{any, get, put},
     Router,
 };
 use tokio::sync::watch;
@@ -93,17 +93,19 @@ pub fn router(state: ApiState, web_dir: &Path) -> Router {
         .route("/status", get(workloads::status))
         .route("/openapi.json", get(openapi::serve))
         .fallback(error::no_such_endpoint)
-        .layer(middleware::from_fn_with_state(state.token.clone(), auth::require_token));
+        .method_not_allowed_fallback(error::wrong_method);
     // The dashboard is a single page: unknown paths get index.html, so a reload of a deep link works.
     let dashboard = ServeDir::new(web_dir).fallback(ServeFile::new(web_dir.join("index.html")));
     Router::new()
         .nest("/api/v1", api)
-        .route("/api", get(error::no_such_endpoint))
-        .route("/api/{*rest}", get(error::no_such_endpoint))
+        .route("/api", any(error::no_such_endpoint))
+        .route("/api/{*rest}", any(error::no_such_endpoint))
         .route("/healthz", get(metrics::healthz))
         .route("/readyz", get(metrics::readyz))
         .route("/metrics", get(metrics::prometheus))
         .fallback_service(dashboard)
+        // Outermost, by path: every request under /api, whichever route (or none) it matches.
+        .layer(middleware::from_fn_with_state(state.token.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

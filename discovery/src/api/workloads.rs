@@ -147,7 +147,28 @@ pub async fn status(State(state): State<ApiState>) -> Json<HostStatus> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any body: a mode request or an error, never a panic; what parses names a real mode.
+        #[test]
+        fn any_body_parses_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(req) = serde_json::from_slice::<ModeRequest>(&bytes) {
+                prop_assert!(std::str::from_utf8(&bytes).is_ok());
+                prop_assert!(req.domains.iter().all(|d| Domain::ALL.contains(d)));
+            }
+        }
+
+        /// Bodies built from the grammar's own pieces: accepted exactly when every piece is valid.
+        #[test]
+        fn structured_bodies(mode in "observe|audit|enforce|block|", domains in proptest::collection::vec("process|file|network|capabilities|disk", 0..5)) {
+            let body = serde_json::json!({ "mode": mode, "domains": domains }).to_string();
+            let valid = ["observe", "audit", "enforce"].contains(&mode.as_str()) && !domains.iter().any(|d| d == "disk");
+            prop_assert_eq!(serde_json::from_str::<ModeRequest>(&body).is_ok(), valid);
+        }
+    }
 
     #[test]
     fn mode_requests_parse_strictly() {
