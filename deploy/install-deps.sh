@@ -37,3 +37,19 @@ fi
 # Kernel filesystems the daemon and tests use.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+
+# Export tests check generated NetworkPolicies with kubernetes-validate (PyPI), which bundles the
+# Kubernetes schemas. It lives in its own venv built from Debian's python3, so it neither needs
+# pip to write into the system Python (PEP 668) nor depends on which other Python is first on PATH.
+K8S_VALIDATE_VENV=/opt/stance/venv
+if ! "$K8S_VALIDATE_VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+        echo "install-deps: installing python3-venv"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    echo "install-deps: installing kubernetes-validate in $K8S_VALIDATE_VENV"
+    /usr/bin/python3 -m venv "$K8S_VALIDATE_VENV"
+    "$K8S_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate~=1.37.0"
+fi

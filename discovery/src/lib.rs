@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod enforce;
+pub mod export;
 pub mod identity;
 pub mod launch;
 pub mod model;

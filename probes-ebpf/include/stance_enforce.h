@@ -25,7 +25,7 @@
 #include <linux/types.h>
 #endif
 
-#define STANCE_ENFORCE_ABI_VERSION 1
+#define STANCE_ENFORCE_ABI_VERSION 2
 
 /* Map capacities (max_entries). An update needs room for the old and the new revision at once. */
 #define STANCE_MAX_CGROUPS 4096
@@ -105,7 +105,17 @@ enum stance_file_rule_kind {
 	/* The directory itself and every path under it (hashed without a trailing slash; "/" is
 	 * hashed as the empty string). */
 	STANCE_FILE_PREFIX = 1,
+	/* The direct children of the directory (one level: not the directory itself, not deeper),
+	 * hashed like a prefix rule. Looked up with the opened path's parent only. */
+	STANCE_FILE_CHILDREN = 2,
 };
+
+/*
+ * Paths on procfs are matched with every all-digit component of 1 to 10 characters (a pid, a tid,
+ * an irq number) written as "*", so one rule covers every process: /proc/<pid>/stat is looked up
+ * with "*" in place of the pid. Only the lookup sees this form; deny reports show the real path.
+ */
+#define STANCE_PROC_SUPER_MAGIC 0x9fa0
 
 /* Key of `file_rules`. */
 struct stance_file_key {
@@ -123,20 +133,30 @@ struct stance_file_rule {
 	__u32 _pad;
 };
 
-/* Key of `exec_rules`: an allowed executable, by path hash. Anonymous executables (memfd) are
- * hashed by their label, e.g. "memfd:NAME" (no leading slash, so never equal to a real path). */
+/* Key of `exec_rules`: an allowed executable, by path hash, with `source` zero. Anonymous
+ * executables (memfd) are hashed by their label, e.g. "memfd:NAME" (no leading slash, so never
+ * equal to a real path). An executable whose rule has STANCE_EXEC_FROM_ONLY has one more entry per
+ * executable allowed to start it (fromSource): `source` is the hash of that executable's path (or
+ * label), the one the process calling execve runs before the new image replaces it. */
 struct stance_exec_key {
 	__u32 policy_id;
 	__u32 rev;
 	struct stance_hash128 path;
+	struct stance_hash128 source;
 };
 
-/* Value of `exec_rules`. When ino is non-zero the binary must also be that device (the kernel's
- * encoding: major << 20 | minor) and inode. */
+/* Value of `exec_rules` (for a `source` entry only its presence counts). When ino is non-zero the
+ * binary must also be that device (the kernel's encoding: major << 20 | minor) and inode. */
 struct stance_exec_rule {
 	__u64 ino;
 	__u64 dev;
+	/* STANCE_EXEC_* */
+	__u32 flags;
+	__u32 _pad;
 };
+
+/* Only the executables listed as its sources (entries with a non-zero `source`) may start it. */
+#define STANCE_EXEC_FROM_ONLY (1 << 0)
 
 #define STANCE_NET_PORTS 16
 
@@ -301,5 +321,8 @@ struct stance_verdict_event {
 /* A write open of cgroup.procs/cgroup.threads of a cgroup outside the workload (moving a task out
  * of the policy): object is that file's path. */
 #define STANCE_V_CGROUP_MOVE (1 << 9)
+/* An exec of an allowed binary, refused because the acting executable is not one of its sources
+ * (fromSource). */
+#define STANCE_V_FROM_SOURCE (1 << 10)
 
 #endif /* STANCE_ENFORCE_H */

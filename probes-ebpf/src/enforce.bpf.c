@@ -12,6 +12,12 @@
  *
  * Paths that cannot be resolved in full (too deep or too long for the walker) are never allowed.
  *
+ * File rules are exact paths, recursive directory rules (looked up at every '/' of the path) and
+ * one-level directory rules (looked up at its last '/' only: the direct children, not the directory
+ * itself). Paths on procfs are looked up with their all-digit names (pids) as "*". Exec rules may
+ * name the executables allowed to start a binary (fromSource), judged by the path of the current
+ * task's executable when bprm_check_security runs, i.e. before the new image replaces it.
+ *
  * The cgroup/connect{4,6} and cgroup/sendmsg{4,6} programs make the same network decision from the
  * same maps, for kernels where BPF-LSM is not active; they are attached to the cgroup2 root only
  * then. The tp_btf cgroup_mkdir/rmdir programs keep cgroups a workload creates inside its own under
@@ -367,6 +373,9 @@ struct scan_ctx {
 	/* Union of the access bits of the matching prefix rules. */
 	__u32 allowed;
 	__u32 _pad;
+	/* The hash of the path up to its last '/' so far: at the end, the parent directory's (hashed
+	 * like a directory rule), for the one-level rule lookup without a second pass. */
+	struct stance_hash128 parent;
 };
 
 static __noinline void prefix_rule(struct scan_ctx *c, __u64 tail, __u32 plen)
@@ -377,6 +386,7 @@ static __noinline void prefix_rule(struct scan_ctx *c, __u64 tail, __u32 plen)
 		.kind = STANCE_FILE_PREFIX,
 	};
 	hash_final(&c->hc.h, tail, plen, &k.path);
+	c->parent = k.path;
 	struct stance_file_rule *r = bpf_map_lookup_elem(&file_rules, &k);
 	if (r)
 		c->allowed |= r->access;
@@ -564,6 +574,20 @@ static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, str
 	return resolve_path(dentry, mnt, bpf_get_current_task_btf(), r);
 }
 
+/* The path file rules are looked up with: procfs pids as "*" (see STANCE_PROC_SUPER_MAGIC). */
+static __noinline int resolve_path_proc(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
+					struct walk_result *res)
+{
+	return resolve_path_impl(dentry, vfsmnt, task, res, 1);
+}
+
+static __always_inline int walk_for_rules(struct dentry *dentry, struct vfsmount *mnt, struct walk_result *r,
+					  __u64 *ticket)
+{
+	*ticket = walk_claim();
+	return resolve_path_proc(dentry, mnt, bpf_get_current_task_btf(), r);
+}
+
 /*
  * The decision cache: the outcome for one object opened one way under one revision. Only objects
  * with one name per mount are cached (directories, files with one link), so that the key (inode,
@@ -604,8 +628,10 @@ static __noinline void cache_put(struct stance_decision_key *k, int allow)
 
 /* ---- file opens ---------------------------------------------------------------------------------- */
 
-/* The access bits of the exact rule for a path and of a directory rule for the path itself. */
-static __noinline __u32 whole_path_rules(struct subject *s, struct stance_hash128 *path)
+/* The access bits of the exact rule for a path, of a directory rule for the path itself, and of a
+ * one-level rule for its parent directory (none for "/", which has no parent). */
+static __noinline __u32 whole_path_rules(struct subject *s, struct stance_hash128 *path,
+					 struct stance_hash128 *parent, __u32 has_parent)
 {
 	struct stance_file_key k = {
 		.policy_id = s->cp.policy_id,
@@ -621,11 +647,19 @@ static __noinline __u32 whole_path_rules(struct subject *s, struct stance_hash12
 	rule = bpf_map_lookup_elem(&file_rules, &k);
 	if (rule)
 		allowed |= rule->access;
+	if (has_parent) {
+		k.kind = STANCE_FILE_CHILDREN;
+		k.path = *parent;
+		rule = bpf_map_lookup_elem(&file_rules, &k);
+		if (rule)
+			allowed |= rule->access;
+	}
 	return allowed;
 }
 
 /* The access bits the file rules of this revision grant to the walked path (exact rule, the
- * directory rules of every prefix, and of the path itself as a directory); -1 if not hashable. */
+ * directory rules of every prefix, and of the path itself as a directory, the one-level rule of its
+ * parent); -1 if not hashable. */
 static __noinline int file_rules_allow(struct subject *s, __u32 start, __u32 len)
 {
 	__u32 zero = 0;
@@ -641,7 +675,7 @@ static __noinline int file_rules_allow(struct subject *s, __u32 start, __u32 len
 	bpf_loop(STANCE_PATH_MAX / 8 + 1, scan_word, &c, 0);
 	if (!c.hc.done)
 		return -1;
-	return (c.allowed | whole_path_rules(s, &c.hc.out)) & 0xffff;
+	return (c.allowed | whole_path_rules(s, &c.hc.out, &c.parent, len > 1)) & 0xffff;
 }
 
 /*
@@ -741,7 +775,7 @@ static __noinline int decide_file_open(struct file *file)
 	struct walk_result r = {};
 	__u64 ticket = 0;
 	int allow = 0;
-	if (walk(file->f_path.dentry, mnt, &r, &ticket) < 0 || r.trunc) {
+	if (walk_for_rules(file->f_path.dentry, mnt, &r, &ticket) < 0 || r.trunc) {
 		rp.vflags |= STANCE_V_TRUNCATED;
 	} else if (r.anon) {
 		/* No path in any mount (pipe, socket, memfd reached through /proc/self/fd): only a
@@ -763,6 +797,10 @@ static __noinline int decide_file_open(struct file *file)
 	if (due < 0)
 		due = report_due(&s, access, rp.ino, rp.dev, &rp.repeat);
 	if (due) {
+		/* The report names the real path: walk again without the pid wildcards (rare: only
+		 * for procfs paths, only when a report is due). */
+		if (mnt->mnt_sb->s_magic == STANCE_PROC_SUPER_MAGIC && !(rp.vflags & STANCE_V_TRUNCATED))
+			walk(file->f_path.dentry, mnt, &r, &ticket);
 		rp.start = r.start;
 		rp.len = r.len;
 		report_walked(&s, &rp);
@@ -784,19 +822,60 @@ int BPF_PROG(stance_file_open, struct file *file)
 
 /* ---- exec ------------------------------------------------------------------------------------------ */
 
-/* 1 when an exec rule allows the walked binary (and its identity, where the rule has one), 0 when
- * none does, -1 when the path could not be hashed. */
-static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r, __u64 ino, __u32 dev)
+/* Walks an executable file into the walk buffer; anonymous ones (memfd) are left as their label
+ * ("memfd:NAME"). 0, or -1 when the path cannot be resolved in full. */
+static __always_inline int walk_exe(struct file *f, struct walk_result *r, __u64 *ticket, __u32 *vflags)
 {
-	struct stance_exec_key k = { .policy_id = s->cp.policy_id, .rev = s->cp.rev };
-	if (hash_walked(r->start, r->len, &k.path) < 0)
+	if (walk(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), r, ticket) < 0 || r->trunc)
 		return -1;
-	struct stance_exec_rule *rule = bpf_map_lookup_elem(&exec_rules, &k);
+	if (r->anon && r->len > 1) {
+		if (vflags)
+			*vflags |= STANCE_V_ANON;
+		r->start += 1;
+		r->len -= 1;
+	}
+	return 0;
+}
+
+enum exec_rule_answer {
+	EXEC_UNHASHABLE = -1,
+	EXEC_NO_RULE = 0,
+	EXEC_ALLOWED = 1,
+	/* Allowed only when started by one of its sources. */
+	EXEC_FROM_ONLY = 2,
+};
+
+/* Whether an exec rule allows the walked binary (and its identity, where the rule has one); the key
+ * is left with the binary's hash for the fromSource lookup. */
+static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r, __u64 ino, __u32 dev,
+				       struct stance_exec_key *k)
+{
+	if (hash_walked(r->start, r->len, &k->path) < 0)
+		return EXEC_UNHASHABLE;
+	struct stance_exec_rule *rule = bpf_map_lookup_elem(&exec_rules, k);
 	if (!rule)
-		return 0;
+		return EXEC_NO_RULE;
 	if (rule->ino && (rule->ino != ino || rule->dev != dev))
+		return EXEC_NO_RULE;
+	return (rule->flags & STANCE_EXEC_FROM_ONLY) ? EXEC_FROM_ONLY : EXEC_ALLOWED;
+}
+
+/* 1 when the current task's executable (the one calling execve: bprm_check_security runs before
+ * the new image replaces it) is a source of the binary in k, 0 when it is not or has none, -1 when
+ * its path cannot be resolved or hashed. Exec is rare next to opens, so this walks every time
+ * rather than keeping a per-task cache that could go stale. */
+static __noinline int exec_source_allows(struct stance_exec_key *k)
+{
+	struct file *exe = task_exe_file(bpf_get_current_task_btf());
+	if (!exe)
 		return 0;
-	return 1;
+	struct walk_result r = {};
+	__u64 ticket = 0;
+	if (walk_exe(exe, &r, &ticket, NULL) < 0)
+		return -1;
+	if (hash_walked(r.start, r.len, &k->source) < 0 || !walk_intact(ticket))
+		return -1;
+	return bpf_map_lookup_elem(&exec_rules, k) ? 1 : 0;
 }
 
 static __noinline int decide_exec(struct linux_binprm *bprm)
@@ -817,25 +896,33 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 	struct walk_result r = {};
 	__u64 ticket = 0;
 	int allow = 0;
-	if (walk(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), &r, &ticket) < 0 || r.trunc) {
+	if (walk_exe(f, &r, &ticket, &rp.vflags) < 0) {
 		rp.vflags |= STANCE_V_TRUNCATED;
 	} else {
-		if (r.anon && r.len > 1) {
-			/* memfd and other anonymous files: by their label ("memfd:NAME"). */
-			rp.vflags |= STANCE_V_ANON;
-			r.start += 1;
-			r.len -= 1;
-		}
-		int ok = exec_rule_allows(&s, &r, rp.ino, rp.dev);
+		struct stance_exec_key k = { .policy_id = s.cp.policy_id, .rev = s.cp.rev };
+		int ok = exec_rule_allows(&s, &r, rp.ino, rp.dev, &k);
 		if (ok < 0 || !walk_intact(ticket)) {
 			rp.vflags |= STANCE_V_TRUNCATED;
-			ok = 0;
+			ok = EXEC_NO_RULE;
 		}
-		allow = ok == 1;
+		if (ok == EXEC_FROM_ONLY) {
+			int src = exec_source_allows(&k);
+			if (src < 0)
+				rp.vflags |= STANCE_V_EXE_TRUNCATED;
+			if (src == 1) {
+				ok = EXEC_ALLOWED;
+			} else {
+				rp.vflags |= STANCE_V_FROM_SOURCE;
+				/* The source's walk took the buffer: the binary's path again for the report. */
+				if (walk_exe(f, &r, &ticket, NULL) < 0)
+					rp.vflags |= STANCE_V_TRUNCATED;
+			}
+		}
+		allow = ok == EXEC_ALLOWED;
 	}
 	if (allow)
 		return ALLOW;
-	if (report_due(&s, 0, rp.ino, rp.dev, &rp.repeat)) {
+	if (report_due(&s, rp.vflags & STANCE_V_FROM_SOURCE, rp.ino, rp.dev, &rp.repeat)) {
 		rp.start = r.start;
 		rp.len = r.len;
 		report_walked(&s, &rp);

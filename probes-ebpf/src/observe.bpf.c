@@ -951,6 +951,17 @@ int BPF_PROG(stance_cap_capable, const struct cred *cred, struct user_namespace 
 	return 0;
 }
 
+/* The capability tracepoint (kernels 6.14 and later), for kernels that refuse fexit and BPF-LSM
+ * programs but run tp_btf ones: every check and its result, like fexit. It does not carry the
+ * check's options (CAP_OPT_NOAUDIT, CAP_OPT_INSETID), so those are reported as none. */
+SEC("tp_btf/cap_capable")
+int BPF_PROG(stance_tp_capable, const struct cred *cred, struct user_namespace *targ_ns,
+	     const struct user_namespace *capable_ns, int cap, int ret)
+{
+	on_capable(targ_ns, cap, 0, ret == 0);
+	return 0;
+}
+
 /* Sees the checks that the capability LSM granted (LSMs after a denial are not called). */
 SEC("lsm/capable")
 int BPF_PROG(stance_lsm_capable, const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)

@@ -6,6 +6,9 @@
  * are deeper than the walk are flagged (trunc), never silently cut; objects with no path in any mount
  * (memfd, pipes, sockets) are flagged anon and written as "/<name>".
  *
+ * The enforcer's file lookups also ask for procfs components that are all digits (pids, tids) to be
+ * written as "*" (resolve_path_impl with norm_proc); observation always gets the real path.
+ *
  * Include after vmlinux.h, the libbpf headers and stance_events.h.
  */
 #ifndef STANCE_PATH_BPF_H
@@ -22,6 +25,11 @@
 		asm volatile("%0 &= " #mask : "+r"(__b)); \
 		__b;                                    \
 	})
+
+/* procfs's s_magic (stance_enforce.h has the same; observe.bpf.c does not include that). */
+#ifndef STANCE_PROC_SUPER_MAGIC
+#define STANCE_PROC_SUPER_MAGIC 0x9fa0
+#endif
 
 #define WALK_BUF (STANCE_PATH_MAX + 256)
 #define MAX_COMPONENTS 2048
@@ -50,7 +58,37 @@ struct walk_ctx {
 	__u32 done;
 	__u32 trunc;
 	__u32 anon;
+	/* Write all-digit names of procfs dentries as "*" (asked for by the enforcer only). */
+	__u32 norm_proc;
+	/* The mount being walked is procfs (kept only when norm_proc is set). */
+	__u32 on_proc;
 };
+
+/* The high bit of each byte of w that is not an ASCII digit, without a branch per byte (this runs
+ * inside the walk's loop callback, which newer verifiers check until its states converge: every
+ * branch there multiplies their work). Only bytes below 0x80 are added to, so no carry crosses
+ * into a byte that was a digit. */
+#define SWAR_HIGH 0x8080808080808080ULL
+static __always_inline __u64 non_digits(__u64 w)
+{
+	__u64 high = w & SWAR_HIGH;
+	__u64 ascii = w & ~SWAR_HIGH;
+	/* b >= ':' sets the high bit of b + 0x46; b < '0' leaves it clear in b + 0x50. */
+	return high | ((ascii + 0x4646464646464646ULL) & SWAR_HIGH) | (~(ascii + 0x5050505050505050ULL) & SWAR_HIGH);
+}
+
+/* 1 when the name is 1 to 10 ASCII digits (a pid or tid fits in 10). */
+static __always_inline int all_digits(const unsigned char *name, __u32 len)
+{
+	if (len == 0 || len > 10)
+		return 0;
+	__u64 w[2] = {};
+	bpf_probe_read_kernel(w, BOUND(len, 15), name);
+	/* Bytes past the name are zero, which is not a digit: mask them out. */
+	__u64 m0 = len >= 8 ? ~0ULL : (1ULL << (len * 8)) - 1;
+	__u64 m1 = len > 8 ? (1ULL << ((len - 8) * 8)) - 1 : 0;
+	return ((non_digits(w[0]) & m0) | (non_digits(w[1]) & m1)) == 0;
+}
 
 static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 {
@@ -58,6 +96,17 @@ static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 	__u32 len = BPF_CORE_READ(d, d_name.len);
 	if (len > 255)
 		len = 255;
+	if (c->on_proc && all_digits(name, len)) {
+		if (2 >= c->pos) {
+			c->trunc = 1;
+			return 1;
+		}
+		c->pos -= 1;
+		c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '*';
+		c->pos -= 1;
+		c->wb->buf[c->pos & (STANCE_PATH_MAX - 1)] = '/';
+		return 0;
+	}
 	if (len + 1 >= c->pos) {
 		c->trunc = 1;
 		return 1;
@@ -99,6 +148,8 @@ static long walk_step(__u32 index, void *ctx)
 		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		c->mnt = mparent;
 		c->mnt_root = BPF_CORE_READ(mparent, mnt.mnt_root);
+		if (c->norm_proc)
+			c->on_proc = BPF_CORE_READ(mparent, mnt.mnt_sb, s_magic) == STANCE_PROC_SUPER_MAGIC;
 		return 0;
 	}
 	if (write_name(c, d))
@@ -116,10 +167,11 @@ struct walk_result {
 
 /*
  * Resolve a struct path to an absolute path as the task sees it (up to its root), written at the
- * end of walk_scratch. Returns the start offset and length there.
+ * end of walk_scratch. Returns the start offset and length there. With norm_proc, all-digit names
+ * of dentries on procfs are written as "*".
  */
-static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
-				   struct walk_result *res)
+static __always_inline int resolve_path_impl(struct dentry *dentry, struct vfsmount *vfsmnt,
+					     struct task_struct *task, struct walk_result *res, __u32 norm_proc)
 {
 	__u32 zero = 0;
 	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
@@ -133,7 +185,10 @@ static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmn
 		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
 		.wb = wb,
 		.pos = STANCE_PATH_MAX - 1,
+		.norm_proc = norm_proc,
 	};
+	if (norm_proc)
+		c.on_proc = BPF_CORE_READ(vfsmnt, mnt_sb, s_magic) == STANCE_PROC_SUPER_MAGIC;
 	bpf_loop(MAX_COMPONENTS, walk_step, &c, 0);
 	if (!c.done)
 		c.trunc = 1;
@@ -146,6 +201,13 @@ static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmn
 	res->trunc = c.trunc;
 	res->anon = c.anon;
 	return 0;
+}
+
+/* The real path (observation, reports, exec and unix rules). */
+static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
+				   struct walk_result *res)
+{
+	return resolve_path_impl(dentry, vfsmnt, task, res, 0);
 }
 
 static __always_inline struct file *task_exe_file(struct task_struct *task)

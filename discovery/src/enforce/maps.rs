@@ -213,9 +213,16 @@ impl KernelMaps {
             self.file_rules.insert(key, value, 0)?;
             done.file.push(key);
         }
-        for (&path, &(ino, dev)) in &rules.execs {
-            let key = abi::stance_exec_key { policy_id, rev, path: path.into() };
-            self.exec_rules.insert(key, abi::stance_exec_rule { ino, dev }, 0)?;
+        for (&path, e) in &rules.execs {
+            let key = abi::stance_exec_key { policy_id, rev, path: path.into(), source: Default::default() };
+            let flags = if e.from_only { abi::STANCE_EXEC_FROM_ONLY } else { 0 };
+            let value = abi::stance_exec_rule { ino: e.ino, dev: e.dev, flags, _pad: 0 };
+            self.exec_rules.insert(key, value, 0)?;
+            done.exec.push(key);
+        }
+        for &(path, source) in &rules.exec_sources {
+            let key = abi::stance_exec_key { policy_id, rev, path: path.into(), source: source.into() };
+            self.exec_rules.insert(key, abi::stance_exec_rule::default(), 0)?;
             done.exec.push(key);
         }
         for (&(bits, addr), ranges) in &rules.net {

@@ -5,7 +5,8 @@
 //! pinned BPF maps and swaps each of the workload's cgroups to it atomically → the LSM hooks decide
 //! from kernel objects → deny / would-deny records come back through a ring buffer (`verdict`).
 //!
-//! Layout: `rules` turns a policy into map entries (pure), `hash` is the keyed path hash both sides
+//! Layout: `rules` turns a policy into map entries (pure), `matcher` replays the kernel's decisions
+//! on the same entries (for policy checks), `hash` is the keyed path hash both sides
 //! compute, `maps` writes and deletes revisions, `pin` keeps programs and maps in bpffs across
 //! daemon restarts, `canary` proves at start that the programs really deny, `verdict` decodes
 //! records. The kernel side is `probes-ebpf/src/enforce.bpf.c`; the shared layouts are
@@ -15,8 +16,11 @@
 //! What each domain decides, and where (all from kernel objects inside LSM hooks):
 //!
 //! - **file** (`file_open`, which io_uring's OPENAT and every open syscall reach): the opened file's
-//!   path, resolved in the kernel; exact rules, and directory rules that cover the directory itself
-//!   and everything under it; read, write (O_CREAT and O_TRUNC need write). Opens the kernel makes
+//!   path, resolved in the kernel; exact rules, recursive directory rules that cover the directory
+//!   itself and everything under it, and one-level directory rules (`children`) that cover its direct
+//!   children only (not the directory itself, nothing deeper); read, write (O_CREAT and O_TRUNC need
+//!   write). On procfs, all-digit names (pids, tids) are looked up as `*`, so `/proc/*/stat` covers
+//!   every process; a `*` anywhere else in a rule is refused. Deny reports show the real path. Opens the kernel makes
 //!   for exec (the binary, its ELF interpreter) are the process domain's. Objects with no path in any
 //!   mount (pipes, sockets, memfds reopened through /proc/self/fd) are allowed: only a holder can
 //!   reach them. A denied O_CREAT may leave an empty file (the hook runs after creation). Repeated
@@ -24,7 +28,8 @@
 //!   revision: a file renamed after it was first opened keeps that decision until the next update.
 //! - **process** (`bprm_check_security`, `ptrace_access_check`): the binary the kernel opened
 //!   (`memfd:NAME` for anonymous ones), with device and inode where the rule has them; for a script,
-//!   the interpreter it names is what is checked. Ptrace (and /proc/PID access to other processes)
+//!   the interpreter it names is what is checked. A rule with `from` (fromSource) allows the binary
+//!   only when the process calling execve runs one of those executables (by path or `memfd:NAME`). Ptrace (and /proc/PID access to other processes)
 //!   only within the workload, if the policy says so.
 //! - **network** (`socket_connect`, `socket_sendmsg` with a destination, `unix_stream_connect`,
 //!   `unix_may_send`): IPv4/IPv6 destinations from the kernel's copy of the address, IPv4-mapped
@@ -47,6 +52,7 @@ mod canary;
 pub mod compile;
 pub mod hash;
 pub mod maps;
+pub mod matcher;
 pub mod pin;
 pub mod policy;
 pub mod rules;
@@ -402,7 +408,7 @@ impl Enforcer {
         let known: BTreeSet<u64> = in_map.iter().map(|(cg, _)| *cg).collect();
         let need = Usage {
             file: compiled.files.len(),
-            exec: compiled.execs.len(),
+            exec: compiled.exec_entries(),
             net: compiled.net.len(),
             unix: compiled.unix.len(),
             info: 1,

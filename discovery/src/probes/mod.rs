@@ -147,6 +147,7 @@ const FAMILIES: &[Family] = &[
         programs: &[
             ("stance_cap_capable", Attach::FExit("cap_capable")),
             ("stance_lsm_capable", Attach::Lsm("capable")),
+            ("stance_tp_capable", Attach::BtfTracePoint("cap_capable")),
         ],
         alternatives: true,
     },

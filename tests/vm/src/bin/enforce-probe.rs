@@ -13,7 +13,8 @@
 //!   exec PATH                        execve(PATH, ["probe", "true"])
 //!   execveat DIR NAME                execveat(dirfd, NAME)
 //!   fexecve PATH                     execveat(fd, "", AT_EMPTY_PATH)
-//!   memfd-exec SRC NAME              copy SRC into memfd NAME, execveat(memfd, "", AT_EMPTY_PATH)
+//!   memfd-exec SRC NAME [ACTION...]  copy SRC into memfd NAME, execveat(memfd, "", AT_EMPTY_PATH) with
+//!                                    argv ["probe", ACTION...] (default `true`): the memfd then acts
 //!   connect ADDR PORT                TCP connect (ADDR may be IPv6, e.g. ::ffff:127.0.0.1)
 //!   udp-send ADDR PORT               sendto without connect
 //!   unix-connect PATH|@NAME          unix stream connect
@@ -323,7 +324,7 @@ fn open_fd(path: &str, flags: i32) -> io::Result<i32> {
     Ok(check(unsafe { libc::open(p.as_ptr(), flags) } as libc::c_long)? as i32)
 }
 
-fn memfd_exec(src: &str, name: &str) -> Outcome {
+fn memfd_exec(src: &str, name: &str, action: &[&str]) -> Outcome {
     let bytes = std::fs::read(src)?;
     let n = cstr(name);
     // SAFETY: memfd_create with a valid name; the fd is written and exec'ed below.
@@ -336,7 +337,27 @@ fn memfd_exec(src: &str, name: &str) -> Outcome {
         )?;
         off += w as usize;
     }
-    execveat(fd, "", libc::AT_EMPTY_PATH)
+    if action.is_empty() {
+        return execveat(fd, "", libc::AT_EMPTY_PATH);
+    }
+    let strs: Vec<CString> = std::iter::once("probe").chain(action.iter().copied()).map(cstr).collect();
+    let mut argv: Vec<*const libc::c_char> = strs.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let empty = cstr("");
+    // SAFETY: NUL-terminated strings that outlive the call, NULL-terminated argv and envp; fd is the
+    // memfd written above. Returns only on failure.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            empty.as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(last_err())
 }
 
 fn addr(host: &str, port: &str) -> io::Result<SocketAddr> {
@@ -551,7 +572,7 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["fexecve", p] => {
             open_fd(p, libc::O_RDONLY | libc::O_CLOEXEC).and_then(|fd| execveat(fd, "", libc::AT_EMPTY_PATH))
         }
-        ["memfd-exec", src, name] => memfd_exec(src, name),
+        ["memfd-exec", src, name, action @ ..] => memfd_exec(src, name, action),
         ["connect", h, p] => addr(h, p).and_then(|a| TcpStream::connect(a).map(drop)),
         ["udp-send", h, p] => addr(h, p).and_then(|a| {
             let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };

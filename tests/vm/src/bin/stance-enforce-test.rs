@@ -5,12 +5,20 @@
 //! stance-enforce-test run [--policy FILE --cgroup DIR... --modes file=enforce,...] [--policy-id N]
 //! stance-enforce-test release --policy-id N
 //! stance-enforce-test purge
+//! stance-enforce-test match --policy FILE --cases FILE
 //! ```
 //!
 //! `run` starts the enforcer (adopting what an earlier run pinned), prints one `status: DOMAIN: ...`
 //! line per domain, applies the policy if one is given (`applied: policy N rev R`), prints `ready`,
 //! then prints each verdict as it arrives (`verdict: deny|would-deny DOMAIN OBJECT key=value...`)
 //! until SIGTERM/SIGINT. Pins stay (as after a daemon restart) unless `--release-on-exit`.
+//!
+//! `match` asks `stance::enforce::matcher::Matcher` (no kernel) for each case and prints one line per
+//! case: `allow CASE` or `deny CASE`. A case is an `enforce-probe` command line, `PROGRAM ACTION
+//! ARGS...` (PROGRAM: enforce-probe or a copy of it, which performs the action); blank lines and
+//! `#` comments are skipped. Paths are given to the matcher as the kernel resolves them (symlinks
+//! such as /proc/self followed, here in this process, so its pid stands for the prober's: the
+//! matcher sees pids as `*` anyway).
 
 use std::{
     io::Write,
@@ -22,7 +30,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use stance::enforce::{pin::PinLayout, verdict, Domain, Enforcer, Mode, Modes, Policy, StartOptions};
+use stance::enforce::{
+    matcher::Matcher, pin::PinLayout, verdict, Domain, Enforcer, Mode, Modes, Policy, StartOptions,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "stance-enforce-test", about = "Drive Stance's enforcer directly (test tool)")]
@@ -72,6 +82,101 @@ enum Cmd {
     },
     /// Remove every pin (detaching every enforcement program).
     Purge,
+    /// The userspace matcher's verdict for each case (see the header).
+    Match {
+        /// Policy JSON (stance::enforce::Policy).
+        #[arg(long)]
+        policy: PathBuf,
+        /// One enforce-probe command line per case.
+        #[arg(long)]
+        cases: PathBuf,
+    },
+}
+
+/// A path as the kernel would name the object it reaches: symlinks resolved; for a file that does
+/// not exist yet (O_CREAT), its resolved directory and its name.
+fn resolved(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    if let Ok(real) = std::fs::canonicalize(p) {
+        return real.to_string_lossy().into_owned();
+    }
+    match (p.parent().and_then(|d| std::fs::canonicalize(d).ok()), p.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name).to_string_lossy().into_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+/// PROGRAM as the executable path a process running it has (PATH searched for a bare name).
+fn program_path(program: &str) -> String {
+    if program.contains('/') || program.starts_with("memfd:") {
+        return if program.starts_with("memfd:") { program.to_owned() } else { resolved(program) };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .map_or_else(|| program.to_owned(), |p| resolved(&p.to_string_lossy()))
+}
+
+fn parse_addr(host: &str, port: &str) -> Result<(std::net::IpAddr, u16)> {
+    Ok((
+        host.parse().with_context(|| format!("address '{host}'"))?,
+        port.parse().with_context(|| format!("port '{port}'"))?,
+    ))
+}
+
+/// The matcher's verdict for one enforce-probe action performed by the executable `program`.
+fn match_case(m: &Matcher, program: &str, action: &[&str]) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(match action {
+        ["open" | "openat2" | "uring-open", path, rest @ ..] => {
+            let (read, write) = match rest.first().copied().unwrap_or("r") {
+                "r" => (true, false),
+                "rw" => (true, true),
+                "w" | "creat" | "trunc" => (false, true),
+                other => anyhow::bail!("open mode '{other}'"),
+            };
+            m.file(&resolved(path), read, write)
+        }
+        ["exec", target] => {
+            let target = resolved(target);
+            let md = std::fs::metadata(&target).with_context(|| format!("stat {target}"))?;
+            m.exec(&target, Some(md.dev()), Some(md.ino()), Some(program))
+        }
+        ["memfd-exec", _src, name, then @ ..] => {
+            let label = format!("memfd:{name}");
+            m.exec(&label, None, None, Some(program)) && (then.is_empty() || match_case(m, &label, then)?)
+        }
+        ["connect" | "uring-connect", host, port] => {
+            let (addr, port) = parse_addr(host, port)?;
+            m.connect(addr, port, "tcp")
+        }
+        ["udp-send", host, port] => {
+            let (addr, port) = parse_addr(host, port)?;
+            m.connect(addr, port, "udp")
+        }
+        ["unix-connect", name] if name.starts_with('@') => m.unix(name),
+        ["unix-connect", path] => m.unix(&resolved(path)),
+        ["raw-socket"] => m.capability(13), // CAP_NET_RAW
+        ["chown", _, _] => m.capability(0), // CAP_CHOWN
+        ["true"] => true,
+        other => anyhow::bail!("no matcher question for the action {other:?}"),
+    })
+}
+
+fn match_cases(policy: &std::path::Path, cases: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(policy).with_context(|| format!("read {}", policy.display()))?;
+    let policy: Policy =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", policy.display()))?;
+    let m = Matcher::new(&policy)?;
+    let cases = std::fs::read_to_string(cases).with_context(|| format!("read {}", cases.display()))?;
+    for line in cases.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let allowed =
+            match_case(&m, &program_path(words[0]), &words[1..]).with_context(|| format!("case '{line}'"))?;
+        println!("{} {line}", if allowed { "allow" } else { "deny" });
+    }
+    Ok(())
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -132,6 +237,7 @@ fn print_verdict(v: &verdict::Verdict) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Match { policy, cases } => match_cases(&policy, &cases)?,
         Cmd::Purge => {
             PinLayout::new(&cli.pin_dir).remove_all()?;
             println!("purged");

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The floor of the observe hooks on this kernel: empty programs on exactly the tracepoints the
+ * daemon's observe programs use. Whatever a workload loses with these attached is the price of the
+ * hooks themselves (syscall-tracepoint dispatch puts every syscall of every task on the slow path
+ * once any syscall tracepoint is attached), which no program body can win back. `make bench`
+ * measures it next to the daemon so the two can be compared in one run. Keep the list in step with
+ * FAMILIES in discovery/src/probes/mod.rs (file opens, network, exec, process lifecycle). */
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+#define EMPTY(sec, name)      \
+	SEC(sec)              \
+	int name(void *ctx)   \
+	{                     \
+		return 0;     \
+	}
+
+EMPTY("tracepoint/syscalls/sys_exit_open", floor_open)
+EMPTY("tracepoint/syscalls/sys_exit_openat", floor_openat)
+EMPTY("tracepoint/syscalls/sys_exit_openat2", floor_openat2)
+EMPTY("tracepoint/syscalls/sys_exit_creat", floor_creat)
+EMPTY("tracepoint/syscalls/sys_exit_open_by_handle_at", floor_open_by_handle_at)
+EMPTY("tracepoint/syscalls/sys_exit_connect", floor_connect)
+EMPTY("tracepoint/syscalls/sys_exit_sendto", floor_sendto)
+EMPTY("tracepoint/syscalls/sys_exit_sendmsg", floor_sendmsg)
+EMPTY("tracepoint/syscalls/sys_exit_sendmmsg", floor_sendmmsg)
+EMPTY("raw_tracepoint/sched_process_exec", floor_exec)
+EMPTY("raw_tracepoint/sched_process_fork", floor_fork)
+EMPTY("raw_tracepoint/sched_process_exit", floor_exit)
+
+char LICENSE[] SEC("license") = "GPL";
