@@ -71,6 +71,8 @@ export function search(cy, text) {
   });
 }
 
+// Paths by their last component (the evidence panel has the whole path): a readable graph.
 function shortLabel(label) {
-  return label.length > 40 ? `…${label.slice(-39)}` : label;
+  const base = label.startsWith('/') && label.length > 1 ? label.slice(label.lastIndexOf('/') + 1) || label : label;
+  return base.length > 32 ? `…${base.slice(-31)}` : base;
 }

@@ -118,6 +118,8 @@ async function showWorkload(name) {
     current?.cy?.destroy();
     const cy = drawGraph($('#graph'), graph, showEvidence);
     current = { name, graph, cy };
+    // For tests and for the browser console: the graph as drawn.
+    window.stance = { cy };
     applyFilters();
     $('#graph-count').textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges`;
   } catch (e) {
