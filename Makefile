@@ -49,6 +49,7 @@ vm-tests:
 
 bench: build
 	bash tests/bench/run.sh
+	$(CARGO) bench --locked --bench api
 
 # Regenerate the committed Rust copy of probes-ebpf/include/stance_events.h.
 abi:

@@ -37,6 +37,7 @@ mod error;
 pub mod events;
 pub mod metrics;
 mod openapi;
+pub mod policy;
 mod schema;
 pub mod workloads;
 
@@ -89,6 +90,7 @@ pub fn router(state: ApiState, web_dir: &Path) -> Router {
         .route("/workloads/{name}", get(workloads::one))
         .route("/workloads/{name}/graph", get(workloads::graph))
         .route("/workloads/{name}/mode", put(workloads::set_mode))
+        .route("/workloads/{name}/policy", get(policy::get))
         .route("/events", get(events::list))
         .route("/status", get(workloads::status))
         .route("/openapi.json", get(openapi::serve))

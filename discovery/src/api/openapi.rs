@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{error, events, metrics, workloads};
+use super::{error, events, metrics, policy, workloads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{error, events, metrics, workloads};
         workloads::graph,
         workloads::set_mode,
         workloads::status,
+        policy::get,
         events::list,
         serve,
         metrics::healthz,
