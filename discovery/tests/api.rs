@@ -495,6 +495,36 @@ fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
 }
 
 #[test]
+fn policy_in_every_format() {
+    let tmp = TempDir::new("api-policy");
+    let s = Server::start(tmp.path(), None);
+    let (status, native) = get(&s, "/api/v1/workloads/web/policy");
+    assert_eq!(status, 200, "{native:#}");
+    assert_eq!((native["format"].as_str(), native["output"].as_str()), (Some("native"), Some("json")));
+    let body: Value = serde_json::from_str(native["content"].as_str().unwrap()).unwrap();
+    assert!(body.to_string().contains("/etc/hosts"), "{body:#}");
+    assert!(body.to_string().contains("10.0.0.1"), "{body:#}");
+    for format in ["kubearmor", "cilium", "networkpolicy"] {
+        let (status, doc) = get(&s, &format!("/api/v1/workloads/web/policy?format={format}"));
+        assert_eq!(status, 200, "{format}: {doc:#}");
+        assert_eq!(doc["media_type"], "application/yaml");
+        assert!(doc["content"].as_str().unwrap().contains("kind: "), "{format}: {doc:#}");
+        let (_, json_doc) = get(&s, &format!("/api/v1/workloads/web/policy?format={format}&output=json"));
+        let parsed: Value = serde_json::from_str(json_doc["content"].as_str().unwrap()).unwrap();
+        assert!(parsed["kind"].is_string(), "{format}");
+    }
+    let (_, cilium) = get(&s, "/api/v1/workloads/web/policy?format=cilium");
+    assert!(cilium["content"].as_str().unwrap().contains("10.0.0.1/32"), "{cilium:#}");
+    // A launched workload is no host: the host policy format refuses it, with a reason.
+    let msg = assert_error(get(&s, "/api/v1/workloads/web/policy?format=kubearmor-host"), 400, "bad-request");
+    assert!(msg.contains("kubearmor-host"), "{msg}");
+    let msg = assert_error(get(&s, "/api/v1/workloads/web/policy?format=selinux"), 400, "bad-request");
+    assert!(msg.starts_with("unknown policy format 'selinux'"), "{msg}");
+    assert_error(get(&s, "/api/v1/workloads/web/policy?output=xml"), 400, "bad-request");
+    assert_error(get(&s, "/api/v1/workloads/nope/policy"), 404, "unknown-workload");
+}
+
+#[test]
 fn openapi_covers_every_endpoint() {
     let tmp = TempDir::new("api-openapi");
     let s = Server::start(tmp.path(), None);
@@ -507,6 +537,7 @@ fn openapi_covers_every_endpoint() {
         ("/api/v1/workloads/{name}", "get"),
         ("/api/v1/workloads/{name}/graph", "get"),
         ("/api/v1/workloads/{name}/mode", "put"),
+        ("/api/v1/workloads/{name}/policy", "get"),
         ("/api/v1/events", "get"),
         ("/api/v1/status", "get"),
         ("/api/v1/openapi.json", "get"),
