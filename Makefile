@@ -44,7 +44,7 @@ browser-tests: build
 # Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
 vm-tests:
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
-		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe \
+		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
 		--lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build

@@ -60,6 +60,13 @@ pub struct FileConfig {
     /// Directory of the built dashboard (`web/dist`, made by `make build`). The default is the one
     /// in the source tree this binary was built from.
     pub web_dir: PathBuf,
+    /// Readiness (recommend::readiness): length of one observation window, in seconds. 10 minutes:
+    /// long against the 10 s de-duplication, short enough that a server's usual work shows up in
+    /// every window.
+    pub readiness_window_secs: u64,
+    /// Readiness: consecutive windows without a new rule (and without lost events) before a
+    /// workload is ready. 6 × 10 minutes: an hour of quiet.
+    pub readiness_quiet_windows: u32,
 }
 
 impl Default for FileConfig {
@@ -77,6 +84,8 @@ impl Default for FileConfig {
             tls_cert: None,
             tls_key: None,
             web_dir: PathBuf::from(paths::WEB_DIR),
+            readiness_window_secs: 600,
+            readiness_quiet_windows: 6,
         }
     }
 }
@@ -86,6 +95,49 @@ impl Default for FileConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// When learning counts as done (see recommend::readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadinessConfig {
+    pub window: Duration,
+    pub quiet_windows: u32,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        FileConfig::default().readiness().expect("the defaults are valid")
+    }
+}
+
+impl FileConfig {
+    /// The optional file's keys, or the defaults without a file.
+    pub fn load(file: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        match file {
+            None => Ok(FileConfig::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The readiness keys, validated: the query commands need only these.
+    pub fn readiness(&self) -> Result<ReadinessConfig, ConfigError> {
+        if self.readiness_window_secs == 0 || self.readiness_quiet_windows == 0 {
+            return Err(ConfigError::Invalid(
+                "readiness_window_secs and readiness_quiet_windows must be positive".into(),
+            ));
+        }
+        Ok(ReadinessConfig {
+            window: Duration::from_secs(self.readiness_window_secs),
+            quiet_windows: self.readiness_quiet_windows,
+        })
+    }
 }
 
 /// The validated configuration the daemon runs with.
@@ -103,6 +155,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub web_dir: PathBuf,
+    pub readiness: ReadinessConfig,
 }
 
 /// Longest path a unix socket address holds (`sun_path` is 108 bytes with the terminating NUL).
@@ -122,17 +175,7 @@ impl Config {
         control: Option<PathBuf>,
         listen: Option<SocketAddr>,
     ) -> Result<Config, ConfigError> {
-        let mut fc = match file {
-            None => FileConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.message().to_owned(),
-                })?
-            }
-        };
+        let mut fc = FileConfig::load(file)?;
         if let Some(control) = control {
             fc.control_socket = control;
         }
@@ -166,12 +209,14 @@ impl Config {
                 control.display()
             )));
         }
+        let readiness = fc.readiness()?;
         let tls = match (fc.tls_cert, fc.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             _ => return Err(ConfigError::Invalid("tls_cert and tls_key must be given together".into())),
         };
         Ok(Config {
+            readiness,
             db,
             ringbuf_bytes: fc.ringbuf_bytes,
             dedup_window: Duration::from_millis(fc.dedup_window_ms),
@@ -235,5 +280,16 @@ mod tests {
         let err = Config::from_file_config(half, "/tmp/x.db".into()).unwrap_err();
         assert_eq!(err.to_string(), "invalid config: tls_cert and tls_key must be given together");
         assert!(toml::from_str::<FileConfig>("listen = \"nowhere\"").is_err());
+    }
+
+    #[test]
+    fn readiness_keys() {
+        let fc: FileConfig =
+            toml::from_str("readiness_window_secs = 60\nreadiness_quiet_windows = 3").unwrap();
+        let cfg = Config::from_file_config(fc, "/tmp/x.db".into()).unwrap();
+        assert_eq!(cfg.readiness, ReadinessConfig { window: Duration::from_secs(60), quiet_windows: 3 });
+        assert_eq!(ReadinessConfig::default().quiet_windows, 6);
+        let fc: FileConfig = toml::from_str("readiness_quiet_windows = 0").unwrap();
+        assert!(Config::from_file_config(fc, "/tmp/x.db".into()).is_err());
     }
 }

@@ -26,4 +26,5 @@ pub mod model;
 pub mod paths;
 pub mod pipeline;
 pub mod probes;
+pub mod recommend;
 pub mod store;

@@ -4,14 +4,14 @@
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use stance::{
     api, config,
     control::{self, protocol},
     daemon,
     enforce::{Domain, Mode},
-    launch, paths, store,
+    export, launch, paths, recommend, store,
 };
 
 #[derive(Parser, Debug)]
@@ -51,10 +51,13 @@ enum Command {
         #[arg(required = true, last = true)]
         cmd: Vec<OsString>,
     },
-    /// List observed workloads.
+    /// List observed workloads, with whether learning is done (READY) and why.
     Workloads {
         #[arg(long, env = "STANCE_DB", default_value = paths::DEFAULT_DB)]
         db: PathBuf,
+        /// TOML configuration file: its readiness keys decide READY.
+        #[arg(long, env = "STANCE_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
         #[command(flatten)]
@@ -85,6 +88,9 @@ enum Command {
         #[arg(long, env = "STANCE_CONTROL", default_value = paths::CONTROL_SOCKET)]
         control: PathBuf,
     },
+    /// A workload's recommended policy: `stance policy WORKLOAD` shows the latest version (writing a
+    /// new one when behaviour changed); `diff`, `accept` and `check` review it.
+    Policy(PolicyArgs),
     /// List deny and would-deny events, newest first.
     Events {
         /// Only this workload's events.
@@ -127,6 +133,107 @@ impl ServerArgs {
             self.token_file.clone().unwrap_or_else(|| api::client::Client::default_token_file(db));
         Ok(Some(api::client::Client::new(server, &token_file)?))
     }
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct PolicyArgs {
+    #[command(subcommand)]
+    action: Option<PolicyAction>,
+    /// Workload name as shown by `stance workloads`.
+    #[arg(required = true)]
+    workload: Option<String>,
+    /// native (what the enforcer loads; docs/policy-format.md), or an export (docs/exports.md).
+    #[arg(long, value_enum, default_value_t = PolicyFormat::Native)]
+    format: PolicyFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = DocFormat::Yaml)]
+    output: DocFormat,
+    /// Add every rule's evidence (first and last seen, hits, executables) and breadth, and the
+    /// workload's readiness.
+    #[arg(long)]
+    explain: bool,
+    #[command(flatten)]
+    db: DbArg,
+    /// TOML configuration file (readiness keys).
+    #[arg(long, env = "STANCE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct DbArg {
+    /// The daemon's database.
+    #[arg(long, env = "STANCE_DB", default_value = paths::DEFAULT_DB)]
+    db: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyAction {
+    /// Rules added and removed between two versions (default: the latest and the one before).
+    Diff {
+        workload: String,
+        /// Older version (0: the empty policy).
+        #[arg(requires = "v2")]
+        v1: Option<u32>,
+        /// Newer version.
+        v2: Option<u32>,
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+    /// Adopt a proposed addition (from deny / would-deny events) into a new version.
+    Accept {
+        workload: String,
+        /// The proposal's id, as listed under `proposed` by `stance policy WORKLOAD`.
+        rule_id: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Replay stored behaviour against a version and list what it would deny.
+    Check {
+        workload: String,
+        /// The version to evaluate (default: the latest).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Only behaviour seen since an RFC 3339 time or for a duration back (10m, 2h).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only behaviour seen until an RFC 3339 time or a duration back.
+        #[arg(long, value_parser = parse_since)]
+        until: Option<i64>,
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PolicyFormat {
+    Native,
+    Kubearmor,
+    KubearmorHost,
+    Cilium,
+    Networkpolicy,
+}
+
+impl PolicyFormat {
+    /// The export of a non-native format.
+    fn export(self) -> Option<export::ExportFormat> {
+        match self {
+            PolicyFormat::Native => None,
+            PolicyFormat::Kubearmor => Some(export::ExportFormat::Kubearmor),
+            PolicyFormat::KubearmorHost => Some(export::ExportFormat::KubearmorHost),
+            PolicyFormat::Cilium => Some(export::ExportFormat::Cilium),
+            PolicyFormat::Networkpolicy => Some(export::ExportFormat::NetworkPolicy),
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DocFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -176,21 +283,54 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
-        Command::Workloads { db, output, server } => {
-            let client = server.client(&db)?;
+        Command::Workloads { db, config, output, server } => {
+            if let Some(c) = server.client(&db)? {
+                // Through the daemon's API: the same rows as offline, with the API's modes and warnings.
+                let rows: Vec<serde_json::Value> = c.get("/api/v1/workloads")?;
+                match output {
+                    ListFormat::Table => {
+                        let list: Vec<store::WorkloadSummary> = rows
+                            .iter()
+                            .map(|r| serde_json::from_value(r.clone()))
+                            .collect::<Result<_, _>>()?;
+                        print!("{}", store::render::workloads_table(&list))
+                    }
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let readiness_cfg = config::FileConfig::load(config.as_deref())?.readiness()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let list: Vec<store::WorkloadSummary> = match &client {
-                    Some(c) => c.get("/api/v1/workloads")?,
-                    None => store::Store::open_read_only(&db).await?.workloads().await?,
-                };
+                let store = store::Store::open_read_only(&db).await?;
+                let list = store.workloads().await?;
+                let mut readiness = Vec::with_capacity(list.len());
+                for w in &list {
+                    let graph = store.graph(&w.workload.name).await?;
+                    readiness.push(
+                        recommend::review::readiness_of(&store, &graph, &recommend::RealFs, &readiness_cfg)
+                            .await?,
+                    );
+                }
                 match output {
-                    ListFormat::Table => print!("{}", store::render::workloads_table(&list)),
-                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                    ListFormat::Table => print!("{}", recommend::render::workloads_table(&list, &readiness)),
+                    ListFormat::Json => {
+                        let rows: Vec<serde_json::Value> = list
+                            .iter()
+                            .zip(&readiness)
+                            .map(|(w, r)| {
+                                let mut row = serde_json::to_value(w)?;
+                                row["readiness"] = serde_json::to_value(r)?;
+                                Ok(row)
+                            })
+                            .collect::<Result<_, serde_json::Error>>()?;
+                        println!("{}", serde_json::to_string_pretty(&rows)?)
+                    }
                 }
                 anyhow::Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Policy(args) => policy(args),
         Command::Graph { workload, db, output, server } => {
             let client = server.client(&db)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -241,6 +381,55 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `stance policy ...`.
+fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        match args.action {
+            None => {
+                let workload = args.workload.expect("clap requires it without a subcommand");
+                let readiness_cfg = config::FileConfig::load(args.config.as_deref())?.readiness()?;
+                let store = store::Store::open_for_review(&args.db.db).await?;
+                let review = recommend::review(&store, &workload, &recommend::RealFs, &readiness_cfg).await?;
+                let doc = match args.format.export() {
+                    None => recommend::render::native(&review, args.explain),
+                    Some(format) => export::render(format, &review.policy, &review.info)?,
+                };
+                match args.output {
+                    DocFormat::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+                    DocFormat::Yaml => print!("{}", export::to_yaml(&doc)?),
+                }
+                if review.created {
+                    eprintln!("stance: behaviour changed: wrote version {} of {workload}", review.version);
+                }
+            }
+            Some(PolicyAction::Diff { workload, v1, v2, db, output }) => {
+                let store = store::Store::open_read_only(&db.db).await?;
+                let d = recommend::diff(&store, &workload, v1.zip(v2)).await?;
+                match output {
+                    ListFormat::Table => print!("{}", recommend::render::diff_table(&d)),
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+                }
+            }
+            Some(PolicyAction::Check { workload, version, since, until, db, output }) => {
+                let store = store::Store::open_read_only(&db.db).await?;
+                let check = recommend::replay::check(&store, &workload, version, since, until).await?;
+                match output {
+                    ListFormat::Table => print!("{}", recommend::replay::table(&check)),
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&check)?),
+                }
+            }
+            Some(PolicyAction::Accept { workload, rule_id, db }) => {
+                let store = store::Store::open_for_review(&db.db).await?;
+                let (version, rule) =
+                    recommend::accept(&store, &workload, &rule_id, &recommend::RealFs).await?;
+                println!("{workload}: accepted {} ({}) into version {version}", rule.id, rule.text);
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -279,6 +468,76 @@ mod tests {
         assert_eq!((kind, limit, workload, since), (Some(store::VerdictKind::WouldDeny), 5, None, None));
         assert!(Cli::try_parse_from(["stance", "events", "--kind", "allow"]).is_err());
         assert!(Cli::try_parse_from(["stance", "events", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn policy_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["stance", "policy", "web", "-o", "json", "--explain", "--db", "/tmp/s.db"])
+                .unwrap();
+        let Command::Policy(args) = cli.command else { panic!() };
+        assert_eq!(args.workload.as_deref(), Some("web"));
+        assert!(args.explain && args.action.is_none());
+        assert_eq!((args.output, args.format), (DocFormat::Json, PolicyFormat::Native));
+        assert_eq!(args.db.db, Path::new("/tmp/s.db"));
+
+        let cli = Cli::try_parse_from(["stance", "policy", "diff", "web", "1", "3"]).unwrap();
+        let Command::Policy(PolicyArgs {
+            action: Some(PolicyAction::Diff { workload, v1, v2, db, .. }), ..
+        }) = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((workload.as_str(), v1, v2), ("web", Some(1), Some(3)));
+        assert_eq!(db.db, Path::new(paths::DEFAULT_DB));
+        assert!(
+            Cli::try_parse_from(["stance", "policy", "diff", "web", "1"]).is_err(),
+            "two versions or none"
+        );
+
+        let cli =
+            Cli::try_parse_from(["stance", "policy", "accept", "web", "f12345678", "--db", "/x.db"]).unwrap();
+        let Command::Policy(PolicyArgs { action: Some(PolicyAction::Accept { rule_id, .. }), .. }) =
+            cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(rule_id, "f12345678");
+        assert!(Cli::try_parse_from(["stance", "policy"]).is_err(), "a workload is needed");
+
+        let cli = Cli::try_parse_from([
+            "stance",
+            "policy",
+            "check",
+            "web",
+            "--version",
+            "2",
+            "--since",
+            "2h",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Policy(PolicyArgs {
+            action: Some(PolicyAction::Check { version, since, until, .. }),
+            ..
+        }) = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((version, since.is_some(), until), (Some(2), true, None));
+        for (name, format) in [
+            ("native", PolicyFormat::Native),
+            ("kubearmor", PolicyFormat::Kubearmor),
+            ("kubearmor-host", PolicyFormat::KubearmorHost),
+            ("cilium", PolicyFormat::Cilium),
+            ("networkpolicy", PolicyFormat::Networkpolicy),
+        ] {
+            let cli = Cli::try_parse_from(["stance", "policy", "web", "--format", name]).unwrap();
+            let Command::Policy(args) = cli.command else { panic!() };
+            assert_eq!(args.format, format);
+            assert_eq!(format.export().map(|f| f.as_str()).unwrap_or("native"), name);
+        }
     }
 
     #[test]

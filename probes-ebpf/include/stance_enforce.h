@@ -113,7 +113,7 @@ enum stance_file_rule_kind {
 /*
  * Paths on procfs are matched with every all-digit component of 1 to 10 characters (a pid, a tid,
  * an irq number) written as "*", so one rule covers every process: /proc/<pid>/stat is looked up
- * with "*" in place of the pid. Only the lookup sees this form; deny reports show the real path.
+ * with "*" in place of the pid. Deny reports of such paths show them in this form too.
  */
 #define STANCE_PROC_SUPER_MAGIC 0x9fa0
 

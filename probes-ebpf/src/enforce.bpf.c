@@ -574,11 +574,17 @@ static __always_inline int walk(struct dentry *dentry, struct vfsmount *mnt, str
 	return resolve_path(dentry, mnt, bpf_get_current_task_btf(), r);
 }
 
-/* The path file rules are looked up with: procfs pids as "*" (see STANCE_PROC_SUPER_MAGIC). */
+/* The loop callback of the walk file rules are looked up with: procfs pids as "*" (see
+ * STANCE_PROC_SUPER_MAGIC). */
+static long walk_step_proc(__u32 index, void *ctx)
+{
+	return walk_step_impl(index, ctx, 1);
+}
+
 static __noinline int resolve_path_proc(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
 					struct walk_result *res)
 {
-	return resolve_path_impl(dentry, vfsmnt, task, res, 1);
+	return resolve_path_impl(dentry, vfsmnt, task, res, walk_step_proc, 1);
 }
 
 static __always_inline int walk_for_rules(struct dentry *dentry, struct vfsmount *mnt, struct walk_result *r,
@@ -797,10 +803,9 @@ static __noinline int decide_file_open(struct file *file)
 	if (due < 0)
 		due = report_due(&s, access, rp.ino, rp.dev, &rp.repeat);
 	if (due) {
-		/* The report names the real path: walk again without the pid wildcards (rare: only
-		 * for procfs paths, only when a report is due). */
-		if (mnt->mnt_sb->s_magic == STANCE_PROC_SUPER_MAGIC && !(rp.vflags & STANCE_V_TRUNCATED))
-			walk(file->f_path.dentry, mnt, &r, &ticket);
+		/* The report names the path as it was looked up (procfs pids as "*"): a second walk for
+		 * the real one doubled what 6.12's verifier had to check in this program. The event's
+		 * pid/tgid say whose open it was. */
 		rp.start = r.start;
 		rp.len = r.len;
 		report_walked(&s, &rp);
@@ -860,22 +865,37 @@ static __noinline int exec_rule_allows(struct subject *s, struct walk_result *r,
 	return (rule->flags & STANCE_EXEC_FROM_ONLY) ? EXEC_FROM_ONLY : EXEC_ALLOWED;
 }
 
-/* 1 when the current task's executable (the one calling execve: bprm_check_security runs before
- * the new image replaces it) is a source of the binary in k, 0 when it is not or has none, -1 when
- * its path cannot be resolved or hashed. Exec is rare next to opens, so this walks every time
- * rather than keeping a per-task cache that could go stale. */
-static __noinline int exec_source_allows(struct stance_exec_key *k)
+/* A hash no path or label has (2^-128 odds): what a source that cannot be named hashes to, so that
+ * no fromSource entry matches it. */
+#define NO_SOURCE_HASH (~0ULL)
+
+/*
+ * The hash of the current task's executable path (or memfd label): the one calling execve, since
+ * bprm_check_security runs before the new image replaces it; NO_SOURCE_HASH when it has none or
+ * its path cannot be resolved or hashed (then no fromSource rule can allow the exec). Walked before
+ * the binary, so that the buffer holds the binary's path for a report: one walk more per exec of
+ * an enforced workload (exec is rare next to opens).
+ *
+ * A global function, so the verifier checks it once, on its own, and the caller continues from one
+ * state whatever happened inside (a static one would fork the rest of decide_exec per outcome:
+ * 6.12 took three times as long to load it).
+ */
+__noinline int stance_current_exe_hash(struct stance_hash128 *out)
 {
+	if (!out)
+		return 0;
+	out->lo = NO_SOURCE_HASH;
+	out->hi = NO_SOURCE_HASH;
 	struct file *exe = task_exe_file(bpf_get_current_task_btf());
 	if (!exe)
 		return 0;
 	struct walk_result r = {};
 	__u64 ticket = 0;
-	if (walk_exe(exe, &r, &ticket, NULL) < 0)
-		return -1;
-	if (hash_walked(r.start, r.len, &k->source) < 0 || !walk_intact(ticket))
-		return -1;
-	return bpf_map_lookup_elem(&exec_rules, k) ? 1 : 0;
+	struct stance_hash128 h = {};
+	if (walk_exe(exe, &r, &ticket, NULL) < 0 || hash_walked(r.start, r.len, &h) < 0 || !walk_intact(ticket))
+		return 0;
+	*out = h;
+	return 0;
 }
 
 static __noinline int decide_exec(struct linux_binprm *bprm)
@@ -892,6 +912,8 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 		return not_allowed(&s);
 	struct report rp = {};
 	file_id(f, &rp.ino, &rp.dev);
+	struct stance_hash128 source = {};
+	stance_current_exe_hash(&source);
 
 	struct walk_result r = {};
 	__u64 ticket = 0;
@@ -906,17 +928,11 @@ static __noinline int decide_exec(struct linux_binprm *bprm)
 			ok = EXEC_NO_RULE;
 		}
 		if (ok == EXEC_FROM_ONLY) {
-			int src = exec_source_allows(&k);
-			if (src < 0)
-				rp.vflags |= STANCE_V_EXE_TRUNCATED;
-			if (src == 1) {
+			k.source = source;
+			if (bpf_map_lookup_elem(&exec_rules, &k))
 				ok = EXEC_ALLOWED;
-			} else {
+			else
 				rp.vflags |= STANCE_V_FROM_SOURCE;
-				/* The source's walk took the buffer: the binary's path again for the report. */
-				if (walk_exe(f, &r, &ticket, NULL) < 0)
-					rp.vflags |= STANCE_V_TRUNCATED;
-			}
 		}
 		allow = ok == EXEC_ALLOWED;
 	}

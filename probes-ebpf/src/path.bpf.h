@@ -7,7 +7,7 @@
  * (memfd, pipes, sockets) are flagged anon and written as "/<name>".
  *
  * The enforcer's file lookups also ask for procfs components that are all digits (pids, tids) to be
- * written as "*" (resolve_path_impl with norm_proc); observation always gets the real path.
+ * written as "*" (walk_step_impl with norm set); observation always gets the real path.
  *
  * Include after vmlinux.h, the libbpf headers and stance_events.h.
  */
@@ -58,9 +58,7 @@ struct walk_ctx {
 	__u32 done;
 	__u32 trunc;
 	__u32 anon;
-	/* Write all-digit names of procfs dentries as "*" (asked for by the enforcer only). */
-	__u32 norm_proc;
-	/* The mount being walked is procfs (kept only when norm_proc is set). */
+	/* The mount being walked is procfs (kept by the normalising walk only). */
 	__u32 on_proc;
 };
 
@@ -90,13 +88,16 @@ static __always_inline int all_digits(const unsigned char *name, __u32 len)
 	return ((non_digits(w[0]) & m0) | (non_digits(w[1]) & m1)) == 0;
 }
 
-static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
+/* norm: a compile-time constant, so the plain walk is the code it always was (every branch inside
+ * the loop callback multiplies the verifier's work on kernels that check callbacks until their
+ * states converge: 6.12 and later). */
+static __always_inline int write_name(struct walk_ctx *c, struct dentry *d, const int norm)
 {
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 	__u32 len = BPF_CORE_READ(d, d_name.len);
 	if (len > 255)
 		len = 255;
-	if (c->on_proc && all_digits(name, len)) {
+	if (norm && c->on_proc && all_digits(name, len)) {
 		if (2 >= c->pos) {
 			c->trunc = 1;
 			return 1;
@@ -118,7 +119,7 @@ static __always_inline int write_name(struct walk_ctx *c, struct dentry *d)
 	return 0;
 }
 
-static long walk_step(__u32 index, void *ctx)
+static __always_inline long walk_step_impl(__u32 index, void *ctx, const int norm)
 {
 	struct walk_ctx *c = ctx;
 	struct dentry *d = c->dentry;
@@ -134,7 +135,7 @@ static long walk_step(__u32 index, void *ctx)
 			/* A dentry that is its own parent but not a mount root: an anonymous or
 			 * pseudo file (memfd, pipe, socket). Its name is all there is. */
 			c->anon = 1;
-			if (!write_name(c, d))
+			if (!write_name(c, d, norm))
 				c->done = 1;
 			return 1;
 		}
@@ -148,14 +149,20 @@ static long walk_step(__u32 index, void *ctx)
 		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		c->mnt = mparent;
 		c->mnt_root = BPF_CORE_READ(mparent, mnt.mnt_root);
-		if (c->norm_proc)
+		if (norm)
 			c->on_proc = BPF_CORE_READ(mparent, mnt.mnt_sb, s_magic) == STANCE_PROC_SUPER_MAGIC;
 		return 0;
 	}
-	if (write_name(c, d))
+	if (write_name(c, d, norm))
 		return 1;
 	c->dentry = parent;
 	return 0;
+}
+
+/* The loop callback of the plain walk. */
+static long walk_step(__u32 index, void *ctx)
+{
+	return walk_step_impl(index, ctx, 0);
 }
 
 struct walk_result {
@@ -167,11 +174,13 @@ struct walk_result {
 
 /*
  * Resolve a struct path to an absolute path as the task sees it (up to its root), written at the
- * end of walk_scratch. Returns the start offset and length there. With norm_proc, all-digit names
- * of dentries on procfs are written as "*".
+ * end of walk_scratch. Returns the start offset and length there. `step` is the loop callback:
+ * walk_step, or (the enforcer's file lookups) one that writes all-digit names of dentries on
+ * procfs as "*", with norm_proc set.
  */
 static __always_inline int resolve_path_impl(struct dentry *dentry, struct vfsmount *vfsmnt,
-					     struct task_struct *task, struct walk_result *res, __u32 norm_proc)
+					     struct task_struct *task, struct walk_result *res,
+					     long (*step)(__u32, void *), const int norm_proc)
 {
 	__u32 zero = 0;
 	struct walk_buf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
@@ -185,11 +194,10 @@ static __always_inline int resolve_path_impl(struct dentry *dentry, struct vfsmo
 		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
 		.wb = wb,
 		.pos = STANCE_PATH_MAX - 1,
-		.norm_proc = norm_proc,
 	};
 	if (norm_proc)
 		c.on_proc = BPF_CORE_READ(vfsmnt, mnt_sb, s_magic) == STANCE_PROC_SUPER_MAGIC;
-	bpf_loop(MAX_COMPONENTS, walk_step, &c, 0);
+	bpf_loop(MAX_COMPONENTS, step, &c, 0);
 	if (!c.done)
 		c.trunc = 1;
 	if (c.pos == STANCE_PATH_MAX - 1) {
@@ -207,7 +215,7 @@ static __always_inline int resolve_path_impl(struct dentry *dentry, struct vfsmo
 static __noinline int resolve_path(struct dentry *dentry, struct vfsmount *vfsmnt, struct task_struct *task,
 				   struct walk_result *res)
 {
-	return resolve_path_impl(dentry, vfsmnt, task, res, 0);
+	return resolve_path_impl(dentry, vfsmnt, task, res, walk_step, 0);
 }
 
 static __always_inline struct file *task_exe_file(struct task_struct *task)

@@ -5,16 +5,23 @@
 #   1. Overhead: a monitored workload (always under `stance launch`) doing openat+close, fork+exec
 #      of /bin/true, and TCP connects to loopback, in alternating phases without (A) and with (B)
 #      the daemon: A B A B ..., BENCH_PAIRS pairs, median of the per-pair slowdowns B/A - 1.
+#      Each pair also has an F phase between them: empty programs on the daemon's hooks
+#      (tests/bench/floor.bpf.c), the floor that no program body can go below on this kernel.
 #   2. Where the time goes: one more daemon session with kernel.bpf_stats_enabled, for the run
 #      time of each BPF program per invocation (the sysctl is put back as it was).
 #   3. Loss: opens paced at 100,000/s for 5 s with in-kernel dedup off, so every open is an event;
 #      the workload's stored losses must be zero and its stored open counts must add up.
 #   4. Pipeline: `cargo bench --bench pipeline` on one CPU (events/s; SQLite edges/s).
 #   5. Daemon RSS (peak, VmHWM) and CPU time, during the B phases and during the loss run.
+#   6. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
+#      one kernel, with more pairs than `make test` runs: enforced (1,000 file rules) against observe
+#      for openat+close and fork+exec, the two batches of a pair alternating; BPF run time per program.
 #
 # Environment: BENCH_PAIRS (default 15), BENCH_CPU (the CPU the overhead workloads and the pipeline
 # bench are pinned to; default the last one), BENCH_RUN_SECONDS (length of one run, default 0.5),
-# BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md. Needs root.
+# BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md; for the VM: BENCH_VM_KERNEL
+# (6.1 or 6.12, default 6.12), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
+# 5000), BENCH_VM_EXECS (fork+execs per batch, default 30). Needs root.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,6 +32,11 @@ PAIRS=${BENCH_PAIRS:-15}
 CPU=${BENCH_CPU:-$(($(nproc) - 1))}
 RUN_SECONDS=${BENCH_RUN_SECONDS:-0.5}
 MODES=(open forkexec connect)
+VM_KERNEL=${BENCH_VM_KERNEL:-6.12}
+VM_PAIRS=${BENCH_VM_PAIRS:-31}
+VM_OPENS=${BENCH_VM_OPENS:-5000}
+VM_EXECS=${BENCH_VM_EXECS:-30}
+VMTEST=$TARGET/release/stance-vmtest
 LOSS_RATE=100000
 LOSS_SECONDS=5
 # Operations in a first, uncalibrated run; the real runs are scaled from its time.
@@ -34,8 +46,10 @@ say() { echo "bench: $*" >&2; }
 fail() { echo "bench: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "must run as root (the daemon loads BPF programs)"
-[ -x "$STANCE" ] || fail "$STANCE not found: run \`make build\` first"
-for tool in gcc taskset python3 bpftool sysctl; do
+for bin in "$STANCE" "$VMTEST" "$TARGET/release/stance-enforce-test" "$TARGET/release/enforce-probe"; do
+    [ -x "$bin" ] || fail "$bin not found: run \`make build\` first"
+done
+for tool in gcc taskset python3 bpftool sysctl qemu-system-x86_64; do
     command -v "$tool" >/dev/null || fail "$tool not found (\`make deps\` installs it)"
 done
 
@@ -45,6 +59,10 @@ DAEMON_PID=
 STATS_WAS=
 cleanup() {
     # Only the daemon this script started, by its pid.
+    if [ -n "$FLOOR_PID" ] && kill -0 "$FLOOR_PID" 2>/dev/null; then
+        kill -TERM "$FLOOR_PID" 2>/dev/null || true
+        wait "$FLOOR_PID" 2>/dev/null || true
+    fi
     if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill -TERM "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true
@@ -70,6 +88,11 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "pipeline":
         print(m["executable"])')
 [ -x "$PIPELINE_BENCH" ] || { cat "$TMP/cargo.err" >&2; fail "could not build the pipeline bench (cargo bench --bench pipeline --no-run)"; }
+# The floor: empty programs on the daemon's hooks (tests/bench/floor.bpf.c), and their loader.
+FLOOR=$TMP/floor
+clang-19 -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c "$HERE/floor.bpf.c" -o "$TMP/floor.bpf.o"
+gcc -O2 -Wall -Wextra -Werror -o "$FLOOR" "$HERE/floor.c" -lbpf
+FLOOR_PID=
 
 # --- helpers ---
 
@@ -158,6 +181,27 @@ measure() {
     record run "$1" "$2" "$3" "$wall" "$cpu"
 }
 
+# start_floor / stop_floor: the empty programs attached, then detached (by the loader's pid).
+start_floor() {
+    "$FLOOR" "$TMP/floor.bpf.o" >"$TMP/floor.out" 2>&1 &
+    FLOOR_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^attached' "$TMP/floor.out" && return 0
+        kill -0 "$FLOOR_PID" 2>/dev/null || { cat "$TMP/floor.out" >&2; fail "the floor programs did not load"; }
+        sleep 0.1
+    done
+    fail "the floor programs did not attach within 10 s"
+}
+stop_floor() {
+    kill -TERM "$FLOOR_PID"
+    wait "$FLOOR_PID" || fail "the floor loader exited with an error"
+    FLOOR_PID=
+    for _ in $(seq 100); do
+        [ -z "$(progs | awk -F'\t' '$3 ~ /^floor_/')" ] && break
+        sleep 0.1
+    done
+}
+
 # --- calibrate: N per mode so that one run takes about RUN_SECONDS ---
 declare -A N
 for mode in "${MODES[@]}"; do
@@ -174,6 +218,9 @@ for mode in "${MODES[@]}"; do run_load "$mode" "${N[$mode]}" >/dev/null; done # 
 for i in $(seq 1 "$PAIRS"); do
     record foreign "$i" "$(tracing_progs)"
     for mode in "${MODES[@]}"; do measure "$mode" "$i" A; done
+    start_floor
+    for mode in "${MODES[@]}"; do measure "$mode" "$i" F; done
+    stop_floor
     start_daemon "pair$i"
     for mode in "${MODES[@]}"; do measure "$mode" "$i" B; done
     stop_daemon "pair$i"
@@ -215,10 +262,23 @@ record daemon loss 1 "$STOP_HWM_KB" "$STOP_CPU" "$STOP_WALL"
 say "pipeline: replayed stream, pinned to CPU $CPU"
 taskset -c "$CPU" "$PIPELINE_BENCH" --bench | tee "$TMP/pipeline.out" >&2
 
+# --- 6. enforcement, in a VM: nothing else of this run is measuring while it runs ---
+say "enforcement: scenario 39 alone in a $VM_KERNEL VM, $VM_PAIRS pairs per loop ($VM_OPENS opens, $VM_EXECS execs per batch)"
+# The VM's console goes to a file (the harness prints every line); its verdict decides.
+if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 39-enforce-bench --scenarios "$ROOT/tests/vm/scenarios" \
+    --bin "$TARGET/release/stance-enforce-test" --bin "$TARGET/release/enforce-probe" \
+    --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
+    --env STANCE_BENCH_PAIRS="$VM_PAIRS" --env STANCE_BENCH_OPENS="$VM_OPENS" \
+    --env STANCE_BENCH_EXECS="$VM_EXECS" --env STANCE_BENCH_BPF_STATS=1 >"$TMP/vm.out" 2>&1; then
+    tail -n 40 "$TMP/vm.out" >&2
+    fail "the enforcement benchmark VM failed (output above)"
+fi
+grep -E '^\[[0-9.]+\] bench:' "$TMP/vm.out" >&2 || true
+
 record meta seconds "$(($(date +%s) - START))"
 record meta cpu_pinned "$CPU"
 record meta pairs "$PAIRS"
 record meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -B "$HERE/report.py" --raw "$RAW" --pipeline "$TMP/pipeline.out" \
     --loss-workloads "$TMP/loss-workloads.json" --loss-graph "$TMP/loss-graph.json" \
-    --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}
+    --vm "$TMP/vm.out" --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}

@@ -4,7 +4,8 @@
 //! pipeline's writer has just committed, one at a time, so the kernel, the database and its own
 //! memory of what is loaded change together:
 //!
-//! * a `mode` request compiles the workload's policy from its graph, loads it with the new modes,
+//! * a `mode` request takes the workload's latest recommended policy version (made from its graph
+//!   when it has none; `recommend::latest_or_new`), loads it with the new modes,
 //!   and only then records modes and policy in the database. If recording fails, the kernel is put
 //!   back to what the database says, so a restart never finds the two disagreeing.
 //! * at start, every workload the database has in audit or enforce is loaded again with the policy
@@ -26,8 +27,9 @@ use super::{
     ControlError,
 };
 use crate::{
-    enforce::{compile, Backend, Domain, EnforceError, Enforcer, Mode, Modes, Policy, Status},
-    store::{Store, StoreError, WorkloadEnforcement},
+    enforce::{Backend, Domain, EnforceError, Enforcer, Mode, Modes, Policy, Status},
+    recommend,
+    store::{PolicySource, Store, StoreError, WorkloadEnforcement},
 };
 
 /// Commands waiting for the actor. Requests come from people, one at a time in practice.
@@ -174,13 +176,13 @@ impl Actor {
 
     async fn reload(&mut self, w: &WorkloadEnforcement) -> Result<u32, ControlError> {
         self.check_available(w.modes)?;
-        let policy = match &w.policy {
-            Some(stored) => stored.policy.clone(),
-            // Modes without a policy are not written by this daemon; compile one rather than leave
-            // the workload unenforced.
-            None => compile::from_graph(&self.store.graph(&w.name).await?),
+        let (policy, source) = match &w.policy {
+            Some(stored) => (stored.policy.clone(), stored.source),
+            // Modes without a policy are not written by this daemon; load the recommended one
+            // rather than leave the workload unenforced.
+            None => Self::recommended(&self.store, &w.name).await?,
         };
-        self.load(w, policy, w.modes).await
+        self.load(w, policy, source, w.modes).await
     }
 
     /// Serves commands and cgroup sightings until both channels are closed.
@@ -225,10 +227,18 @@ impl Actor {
             return Ok(ModeReply { workload: w.name, modes, revision: None });
         }
         self.check_available(modes)?;
-        let policy = compile::from_graph(&self.store.graph(workload).await?);
-        let revision = self.load(&w, policy, modes).await?;
+        let (policy, source) = Self::recommended(&self.store, workload).await?;
+        let revision = self.load(&w, policy, source, modes).await?;
         info!(workload, revision, modes = %modes_text(modes), "policy loaded");
         Ok(ModeReply { workload: w.name, modes, revision: Some(revision) })
+    }
+
+    /// The workload's latest recommended policy version, made from its graph if it has none yet
+    /// (later versions are made by `stance policy`, reviewed, and loaded by the next `mode`).
+    /// (An associated function: the future holds only the store, not the enforcer, which is not Sync.)
+    async fn recommended(store: &Store, workload: &str) -> Result<(Policy, PolicySource), ControlError> {
+        let (version, policy) = recommend::latest_or_new(store, workload, &recommend::RealFs).await?;
+        Ok((policy, PolicySource::Recommend { version }))
     }
 
     /// Every non-observe domain of `modes` must have a backend; otherwise nothing is changed.
@@ -258,6 +268,7 @@ impl Actor {
         &mut self,
         w: &WorkloadEnforcement,
         policy: Policy,
+        source: PolicySource,
         modes: Modes,
     ) -> Result<u32, ControlError> {
         let policy_id = policy_id(w)?;
@@ -270,7 +281,8 @@ impl Actor {
         let cgroups = live_cgroups(&self.cgroup_mount, &w.cgroups);
         let list: Vec<u64> = cgroups.iter().copied().collect();
         let revision = enforcer.apply(&w.name, policy_id, &list, &policy, modes)?;
-        if let Err(source) = self.store.record_enforcement(w, modes, Some((revision, &policy))).await {
+        if let Err(source) = self.store.record_enforcement(w, modes, Some((revision, &policy, source))).await
+        {
             let put_back = match self.loaded.get_mut(&w.id) {
                 Some(prev) => enforcer
                     .apply(&w.name, policy_id, &list, &prev.policy, prev.modes)

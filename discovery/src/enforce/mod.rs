@@ -20,7 +20,8 @@
 //!   itself and everything under it, and one-level directory rules (`children`) that cover its direct
 //!   children only (not the directory itself, nothing deeper); read, write (O_CREAT and O_TRUNC need
 //!   write). On procfs, all-digit names (pids, tids) are looked up as `*`, so `/proc/*/stat` covers
-//!   every process; a `*` anywhere else in a rule is refused. Deny reports show the real path. Opens the kernel makes
+//!   every process; a `*` anywhere else in a rule is refused. Deny reports show procfs paths in that
+//!   form too (`/proc/*/status`). Opens the kernel makes
 //!   for exec (the binary, its ELF interpreter) are the process domain's. Objects with no path in any
 //!   mount (pipes, sockets, memfds reopened through /proc/self/fd) are allowed: only a holder can
 //!   reach them. A denied O_CREAT may leave an empty file (the hook runs after creation). Repeated

@@ -59,6 +59,14 @@ pub struct Verdict {
     pub flags: u32,
 }
 
+impl Verdict {
+    /// An exec of a binary the policy allows, refused because the acting executable is not one of
+    /// the sources its rules name (fromSource).
+    pub fn from_source(&self) -> bool {
+        self.flags & abi::STANCE_V_FROM_SOURCE != 0
+    }
+}
+
 /// The policy id the start-up canary uses; its verdicts are not a workload's.
 pub const CANARY_POLICY_ID: u32 = u32::MAX;
 
@@ -245,6 +253,9 @@ mod tests {
         ev.ino = 5;
         ev.dev = 1;
         assert_eq!(decode(&record(ev, b"/bin/sh", b"/app")).unwrap().object, "/bin/sh");
+        assert!(!decode(&record(ev, b"/bin/sh", b"/app")).unwrap().from_source());
+        ev.flags = abi::STANCE_V_FROM_SOURCE;
+        assert!(decode(&record(ev, b"/bin/sh", b"/app")).unwrap().from_source());
         ev.flags = abi::STANCE_V_ANON;
         assert_eq!(decode(&record(ev, b"memfd:x", b"/app")).unwrap().object, "memfd:x");
 

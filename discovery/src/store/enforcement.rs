@@ -17,6 +17,39 @@ use crate::enforce::{Domain, Mode, Modes, Policy};
 
 /// Where a stored policy's rules came from (`policies.source`).
 pub const SOURCE_GRAPH: &str = "graph";
+/// `policies.source` of a recommended version (`policies.version` says which).
+pub const SOURCE_RECOMMEND: &str = "recommend";
+
+/// Where a loaded policy came from: compiled from the graph as it was, or a recommended version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    Graph,
+    Recommend { version: u32 },
+}
+
+impl PolicySource {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Graph => SOURCE_GRAPH,
+            PolicySource::Recommend { .. } => SOURCE_RECOMMEND,
+        }
+    }
+
+    fn version(self) -> Option<i64> {
+        match self {
+            PolicySource::Graph => None,
+            PolicySource::Recommend { version } => Some(i64::from(version)),
+        }
+    }
+
+    fn from_row(source: String, version: Option<i64>) -> Result<Self> {
+        match (source.as_str(), version.map(u32::try_from)) {
+            (SOURCE_GRAPH, _) => Ok(PolicySource::Graph),
+            (SOURCE_RECOMMEND, Some(Ok(version))) => Ok(PolicySource::Recommend { version }),
+            _ => Err(StoreError::Unrecognised { column: "policy source", value: source }),
+        }
+    }
+}
 
 /// A workload as enforcement needs it: its row id (the kernel's policy id), its cgroups, its modes
 /// and the policy last loaded for it.
@@ -40,6 +73,8 @@ pub struct StoredPolicy {
     /// The enforcer's revision for that load.
     pub revision: u32,
     pub policy: Policy,
+    /// What the policy is: re-recorded unchanged when a restarted daemon loads it again.
+    pub source: PolicySource,
 }
 
 /// Deny (enforce mode: the action failed) or would-deny (audit mode: it was allowed and reported).
@@ -177,7 +212,7 @@ pub(super) async fn enforced_workloads(pool: &SqlitePool) -> Result<Vec<Workload
     Ok(out)
 }
 
-async fn workload_id(conn: &mut SqliteConnection, name: &str) -> Result<i64> {
+pub(super) async fn workload_id(conn: &mut SqliteConnection, name: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT id FROM workloads WHERE name = ?")
         .bind(name)
         .fetch_optional(conn)
@@ -200,8 +235,8 @@ async fn enforcement_rows(conn: &mut SqliteConnection, id: i64, name: &str) -> R
             .fetch_all(&mut *conn)
             .await
             .map_err(read)?;
-    let policy: Option<(i64, String)> = sqlx::query_as(
-        "SELECT revision, body_json FROM policies WHERE workload_id = ? ORDER BY id DESC LIMIT 1",
+    let policy: Option<(i64, String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT revision, body_json, source, version FROM policies WHERE workload_id = ? ORDER BY id DESC LIMIT 1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -214,13 +249,14 @@ async fn enforcement_rows(conn: &mut SqliteConnection, id: i64, name: &str) -> R
     }
     let policy = match policy {
         None => None,
-        Some((revision, body)) => Some(StoredPolicy {
+        Some((revision, body, source, version)) => Some(StoredPolicy {
             revision: u32::try_from(revision).map_err(|_| StoreError::Unrecognised {
                 column: "policy revision",
                 value: revision.to_string(),
             })?,
             policy: serde_json::from_str(&body)
                 .map_err(|source| StoreError::PolicyJson { workload: name.to_owned(), source })?,
+            source: PolicySource::from_row(source, version)?,
         }),
     };
     Ok(WorkloadEnforcement {
@@ -242,13 +278,14 @@ pub(super) async fn record_enforcement(
     pool: &SqlitePool,
     workload: &WorkloadEnforcement,
     modes: Modes,
-    loaded: Option<(u32, &Policy)>,
+    loaded: Option<(u32, &Policy, PolicySource)>,
 ) -> Result<()> {
     let record = |source| StoreError::Record { what: "a workload's modes and policy", source };
     let body = match loaded {
         None => None,
-        Some((revision, policy)) => Some((
+        Some((revision, policy, source)) => Some((
             revision,
+            source,
             serde_json::to_string(policy)
                 .map_err(|source| StoreError::PolicyJson { workload: workload.name.clone(), source })?,
         )),
@@ -268,13 +305,15 @@ pub(super) async fn record_enforcement(
         .await
         .map_err(record)?;
     }
-    if let Some((revision, body)) = body {
+    if let Some((revision, source, body)) = body {
         sqlx::query(
-            "INSERT INTO policies (workload_id, revision, source, body_json, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO policies (workload_id, revision, source, version, body_json, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(workload.id)
         .bind(i64::from(revision))
-        .bind(SOURCE_GRAPH)
+        .bind(source.as_str())
+        .bind(source.version())
         .bind(body)
         .bind(now)
         .execute(&mut *tx)

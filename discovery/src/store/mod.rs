@@ -26,19 +26,21 @@ mod enforcement;
 mod loss_events;
 mod query;
 pub mod render;
+mod versions;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
 pub use enforcement::{
-    EnforcementEvent, EventFilter, StoredPolicy, VerdictKind, VerdictRecord, WorkloadEnforcement,
-    SOURCE_GRAPH,
+    EnforcementEvent, EventFilter, PolicySource, StoredPolicy, VerdictKind, VerdictRecord,
+    WorkloadEnforcement, SOURCE_GRAPH, SOURCE_RECOMMEND,
 };
 pub use loss_events::{LossEvent, LOSS_KIND};
 pub use query::{
     Graph, GraphEdge, GraphLosses, GraphNode, LossBucket, LossSummary, WorkloadInfo, WorkloadSummary,
 };
+pub use versions::{AcceptedRule, NewVersion, PolicyVersion, ORIGIN_ACCEPT, ORIGIN_RECOMMEND};
 pub use write::WriteError;
 
 /// The schema this binary reads and writes, embedded at build time.
@@ -209,18 +211,36 @@ impl Store {
     /// Opens an existing database for queries, without ever writing to it, while a daemon may be
     /// writing it.
     pub async fn open_read_only(path: &Path) -> Result<Store> {
+        Store::open_existing(path, true).await
+    }
+
+    /// Opens an existing database of the current schema to add policy versions (`stance policy`)
+    /// beside a running daemon: WAL lets both write, one transaction after the other. Never creates
+    /// or migrates the file; that stays the daemon's.
+    pub async fn open_for_review(path: &Path) -> Result<Store> {
+        Store::open_existing(path, false).await
+    }
+
+    async fn open_existing(path: &Path, read_only: bool) -> Result<Store> {
         // Opening the file ourselves tells a missing database (the daemon never ran, or --db is wrong)
         // and an unreadable one apart, which SQLite reports alike.
-        if let Err(source) = std::fs::File::open(path) {
+        let opened = if read_only {
+            std::fs::File::open(path)
+        } else {
+            std::fs::OpenOptions::new().read(true).write(true).open(path)
+        };
+        if let Err(source) = opened {
             return Err(match source.kind() {
                 io::ErrorKind::NotFound => StoreError::NoDatabase { path: path.to_owned() },
-                _ => StoreError::NotReadable { path: path.to_owned(), source },
+                _ if read_only => StoreError::NotReadable { path: path.to_owned(), source },
+                _ => StoreError::NotWritable { path: path.to_owned(), source },
             });
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .read_only(true)
+            .read_only(read_only)
             .create_if_missing(false)
+            .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .disable_statement_logging();
         // Query commands run their queries one after another.
@@ -284,7 +304,7 @@ impl Store {
         &self,
         workload: &WorkloadEnforcement,
         modes: crate::enforce::Modes,
-        loaded: Option<(u32, &crate::enforce::Policy)>,
+        loaded: Option<(u32, &crate::enforce::Policy, PolicySource)>,
     ) -> Result<()> {
         enforcement::record_enforcement(&self.pool, workload, modes, loaded).await
     }
@@ -298,6 +318,35 @@ impl Store {
     /// Enforcement events, newest first.
     pub async fn events(&self, filter: &EventFilter) -> Result<Vec<EnforcementEvent>> {
         enforcement::events(&self.pool, filter).await
+    }
+
+    /// Every policy version number of a workload, oldest first.
+    pub async fn policy_version_numbers(&self, workload: &str) -> Result<Vec<u32>> {
+        versions::version_numbers(&self.pool, workload).await
+    }
+
+    /// One policy version of a workload, the latest when `version` is None.
+    pub async fn policy_version(
+        &self,
+        workload: &str,
+        version: Option<u32>,
+    ) -> Result<Option<PolicyVersion>> {
+        versions::version(&self.pool, workload, version).await
+    }
+
+    /// Writes the workload's next policy version (and the rule it adopts); returns its number.
+    pub async fn add_policy_version(&self, workload: &str, new: NewVersion<'_>) -> Result<u32> {
+        versions::add_version(&self.pool, workload, new).await
+    }
+
+    /// Rules adopted for a workload with `stance policy accept`.
+    pub async fn accepted_rules(&self, workload: &str) -> Result<Vec<AcceptedRule>> {
+        versions::accepted_rules(&self.pool, workload).await
+    }
+
+    /// Losses not attributed to any workload, per minute (unix seconds).
+    pub async fn unattributed_loss_minutes(&self) -> Result<Vec<(i64, u64)>> {
+        versions::unattributed_loss_minutes(&self.pool).await
     }
 
     /// Closes the connections. For the daemon's store this checkpoints the WAL into the database file

@@ -9,6 +9,12 @@ use crate::model::NodeKind;
 
 /// The workload list as aligned columns, one workload per line, ending in a newline.
 pub fn workloads_table(list: &[WorkloadSummary]) -> String {
+    workloads_table_with(list, &[])
+}
+
+/// The workload list with more columns after the store's own: `(header, one cell per workload)`
+/// (the recommender's readiness).
+pub fn workloads_table_with(list: &[WorkloadSummary], extra: &[(&str, Vec<String>)]) -> String {
     if list.is_empty() {
         return "no workloads observed yet\n".to_owned();
     }
@@ -16,8 +22,10 @@ pub fn workloads_table(list: &[WorkloadSummary]) -> String {
         ["NAME", "KIND", "EDGES", "EXECS", "FILES", "ENDPOINTS", "CAPS", "LOSSES", "LAST-SEEN"];
     // Counts read best right-aligned, so their digits line up.
     const NUMERIC: [bool; 9] = [false, false, true, true, true, true, true, true, false];
-    let rows = list.iter().map(|w| {
-        [
+    let header: Vec<&str> = HEADER.iter().copied().chain(extra.iter().map(|(h, _)| *h)).collect();
+    let numeric: Vec<bool> = NUMERIC.iter().copied().chain(extra.iter().map(|_| false)).collect();
+    let rows = list.iter().enumerate().map(|(i, w)| {
+        let mut row = vec![
             w.workload.name.clone(),
             w.workload.kind.as_str().to_owned(),
             w.edges.to_string(),
@@ -27,9 +35,11 @@ pub fn workloads_table(list: &[WorkloadSummary]) -> String {
             w.capabilities.to_string(),
             w.losses.total.to_string(),
             w.workload.last_seen.clone(),
-        ]
+        ];
+        row.extend(extra.iter().map(|(_, cells)| cells.get(i).cloned().unwrap_or_default()));
+        row
     });
-    aligned(HEADER, NUMERIC, rows)
+    aligned(&header, &numeric, rows)
 }
 
 /// Enforcement events as aligned columns, newest first as given, the object last (it is the longest).
@@ -47,7 +57,7 @@ pub fn events_table(events: &[EnforcementEvent]) -> String {
         if e.truncated {
             object.push_str(" (truncated)");
         }
-        [
+        vec![
             e.at.clone(),
             e.workload.clone(),
             e.domain.as_str().to_owned(),
@@ -57,25 +67,21 @@ pub fn events_table(events: &[EnforcementEvent]) -> String {
             object,
         ]
     });
-    aligned(HEADER, NUMERIC, rows)
+    aligned(&HEADER, &NUMERIC, rows)
 }
 
 /// A header and rows as columns two spaces apart, numeric columns right-aligned, each line trimmed
 /// and ending in a newline.
-fn aligned<const N: usize>(
-    header: [&str; N],
-    numeric: [bool; N],
-    rows: impl Iterator<Item = [String; N]>,
-) -> String {
-    let rows: Vec<[String; N]> = rows.collect();
-    let mut widths = header.map(|h| h.chars().count());
+pub(crate) fn aligned(header: &[&str], numeric: &[bool], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+    for row in std::iter::once(header.iter().map(|h| (*h).to_owned()).collect::<Vec<String>>()).chain(rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i > 0 {

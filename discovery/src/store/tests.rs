@@ -569,7 +569,7 @@ async fn schema_mismatches_are_refused() {
     sqlx::query("CREATE TABLE t (x)").execute(&pool).await.unwrap();
     pool.close().await;
     let err = Store::open_read_only(&foreign).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 2, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 3, .. }), "{err:?}");
     assert!(err.to_string().contains("run `stance run` on it once to upgrade it"), "{err}");
 
     // A file from a newer stance.
@@ -585,7 +585,7 @@ async fn schema_mismatches_are_refused() {
     .unwrap();
     pool.close().await;
     let err = Store::open_read_only(&newer).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 2, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 3, .. }), "{err:?}");
     let err = Store::open(&newer).await.err().unwrap();
     assert!(matches!(err, StoreError::SchemaNewer { found: 99, .. }), "the daemon refuses it too: {err:?}");
 }
@@ -733,17 +733,20 @@ mod enforcement {
         let mut modes = Modes::default();
         modes.set(Domain::File, Mode::Enforce);
         let policy = Policy { unix: vec!["@x".into()], ..Policy::default() };
-        store.record_enforcement(&web, modes, Some((3, &policy))).await.unwrap();
+        store.record_enforcement(&web, modes, Some((3, &policy, PolicySource::Graph))).await.unwrap();
         let newer = Policy { unix: vec!["@y".into()], ..Policy::default() };
         modes.set(Domain::Network, Mode::Audit);
-        store.record_enforcement(&web, modes, Some((4, &newer))).await.unwrap();
+        store
+            .record_enforcement(&web, modes, Some((4, &newer, PolicySource::Recommend { version: 2 })))
+            .await
+            .unwrap();
 
         let enforced = store.enforced_workloads().await.unwrap();
         assert_eq!(enforced.len(), 1);
         assert_eq!(enforced[0].modes, modes);
         assert_eq!(
             enforced[0].policy,
-            Some(StoredPolicy { revision: 4, policy: newer }),
+            Some(StoredPolicy { revision: 4, policy: newer, source: PolicySource::Recommend { version: 2 } }),
             "the latest policy"
         );
 
@@ -776,7 +779,7 @@ mod enforcement {
             old.close().await;
         }
         let err = Store::open_read_only(&path).await.err().unwrap();
-        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 2, .. }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 3, .. }), "{err:?}");
 
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.graph("web").await.unwrap().edges.len(), 5);

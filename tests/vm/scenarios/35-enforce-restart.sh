@@ -15,8 +15,11 @@ JSON
 
 start_driver --policy /tmp/restart-policy.json --cgroup "$cg" --modes file=enforce --policy-id 35
 rev=$(sed -n 's/^applied: policy 35 rev //p' "$DRV_OUT")
+# The pin directory of the current map layout (enforce-v<STANCE_ENFORCE_ABI_VERSION>).
+PIN=$(ls -d /sys/fs/bpf/stance/enforce-v*)
+[ -d "$PIN" ] || fail "not one enforce-v<N> pin directory: '$PIN'"
 expect EPERM "denied while the driver runs" in_cg "$cg" enforce-probe open /tmp/rs/secret
-echo "pinned: $(ls /sys/fs/bpf/stance/enforce-v1/links/*/ | tr '\n' ' ')"
+echo "pinned: $(ls $PIN/links/*/ | tr '\n' ' ')"
 kill9_driver
 ok "driver killed with SIGKILL"
 expect EPERM "still denied after kill -9" in_cg "$cg" enforce-probe open /tmp/rs/secret
@@ -26,7 +29,7 @@ start_driver
 grep -q '^status: adopted 1' "$DRV_OUT" || fail "the new driver did not adopt the policy"
 grep -q "^policy: 35 rev $rev " "$DRV_OUT" || fail "adopted policy is not 35 rev $rev"
 ok "adopted policy 35 rev $rev"
-gens=$(ls /sys/fs/bpf/stance/enforce-v1/links | wc -l)
+gens=$(ls $PIN/links | wc -l)
 [ "$gens" -eq 1 ] || fail "$gens link generations pinned, expected 1 (the old one retired)"
 ok "one link generation pinned (the new driver's)"
 expect EPERM "still denied by the adopting driver" in_cg "$cg" enforce-probe open /tmp/rs/secret
@@ -36,7 +39,7 @@ stop_driver
 stance-enforce-test release --policy-id 35 >/dev/null || fail "release failed"
 expect ok "allowed after release" in_cg "$cg" enforce-probe open /tmp/rs/secret
 stance-enforce-test purge >/dev/null || fail "purge failed"
-[ -e /sys/fs/bpf/stance/enforce-v1 ] && fail "pins left after purge"
+[ -e "$PIN" ] && fail "pins left after purge"
 ok "no pins left"
 rmdir "$cg"
 echo "ok: scenario done"

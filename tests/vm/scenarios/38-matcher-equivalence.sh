@@ -4,7 +4,7 @@
 # rules, /proc pid wildcards, fromSource exec rules with a binary and a memfd source, network
 # prefixes and port ranges, unix sockets, capabilities); each case is asked of the matcher
 # (`stance-enforce-test match`), then performed inside the enforced cgroup, and the two answers must
-# be the same for every case. Deny reports of procfs paths name the real pid, not the wildcard.
+# be the same for every case. Deny reports of procfs paths show the pid as the lookup did: "*".
 . /scenarios/lib/enforce.sh
 
 E=/tmp/eq
@@ -132,9 +132,10 @@ done </tmp/eq-verdicts
 [ "$allowed" -gt 0 ] && [ "$allowed" -lt "$n" ] || fail "the cases do not mix allowed and denied"
 ok "matcher and kernel agree on all $n cases ($allowed allowed)"
 
-# A procfs deny names the real path (the wildcard is only the lookup's).
-wait_verdict "^verdict: deny file /proc/1/status "
-wait_verdict "^verdict: deny process $E/target exe=$E/src-b "
+# A procfs deny shows the path as looked up.
+wait_verdict "^verdict: deny file /proc/\\*/status "
+wait_verdict "^verdict: deny process $E/target exe=$E/src-b .*from_source=1"
+wait_verdict "^verdict: deny process memfd:evil .*from_source=0"
 
 stop_driver
 for p in $pids; do kill "$p"; done

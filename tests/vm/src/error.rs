@@ -39,6 +39,8 @@ pub enum Error {
     FilterMatchesNothing { dir: PathBuf, filter: String },
     #[error("apt has no 6.12 cloud kernel and no bookworm suite to add bookworm-backports next to")]
     NoBookwormSuite,
+    #[error("{}: `# vmtest-timeout:` needs a number of seconds, not {value:?}", path.display())]
+    BadTimeoutHeader { path: PathBuf, value: String },
     #[error("scenario name {name:?} may use only letters, digits, '.', '_' and '-'")]
     BadScenarioName { name: String },
 }

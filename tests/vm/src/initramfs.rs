@@ -22,6 +22,34 @@ const GUEST_SCENARIOS: &str = "/scenarios";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
+    /// Its own timeout, from a `# vmtest-timeout: SECS` line near the top of the script, for a
+    /// scenario that needs longer than the default.
+    pub timeout_secs: Option<u64>,
+}
+
+/// The header line by which a scenario asks for a longer timeout.
+const TIMEOUT_HEADER: &str = "# vmtest-timeout:";
+/// How many lines from the top the header may be.
+const HEADER_LINES: usize = 30;
+
+impl Scenario {
+    /// Seconds it may run: its own timeout, or `default` where that is longer (a scenario can
+    /// only raise the limit, so `--scenario-timeout` still lengthens every one).
+    pub fn timeout(&self, default: u64) -> u64 {
+        self.timeout_secs.map_or(default, |own| own.max(default))
+    }
+}
+
+/// The `# vmtest-timeout: SECS` of a script, if it has one.
+fn timeout_header(path: &Path, text: &str) -> Result<Option<u64>> {
+    let Some(line) = text.lines().take(HEADER_LINES).find(|l| l.starts_with(TIMEOUT_HEADER)) else {
+        return Ok(None);
+    };
+    let value = line[TIMEOUT_HEADER.len()..].trim();
+    match value.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(secs)),
+        _ => Err(Error::BadTimeoutHeader { path: path.to_owned(), value: value.to_owned() }),
+    }
 }
 
 /// What goes into the image.
@@ -32,6 +60,8 @@ pub struct Spec<'a> {
     pub scenario_dir: &'a Path,
     pub scenarios: &'a [Scenario],
     pub scenario_timeout_secs: u64,
+    /// Variables `/init` exports to every scenario (`--env KEY=VALUE`), e.g. a benchmark's size.
+    pub env: &'a [(String, String)],
 }
 
 /// The `*.sh` files directly in `dir`, sorted by name, keeping those whose name contains `filter`.
@@ -48,7 +78,8 @@ pub fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<Scenario>> {
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(Error::BadScenarioName { name: name.to_owned() });
         }
-        names.push(name.to_owned());
+        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+        names.push((name.to_owned(), timeout_header(&path, &text)?));
     }
     if names.is_empty() {
         return Err(match filter {
@@ -57,7 +88,7 @@ pub fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<Scenario>> {
         });
     }
     names.sort();
-    Ok(names.into_iter().map(|name| Scenario { name }).collect())
+    Ok(names.into_iter().map(|(name, timeout_secs)| Scenario { name, timeout_secs }).collect())
 }
 
 /// Builds the image in `work` (a directory the caller owns and cleans up) and returns the path of
@@ -89,7 +120,7 @@ pub fn build(spec: &Spec<'_>, work: &Path) -> Result<PathBuf> {
 
     copy_tree(spec.scenario_dir, &root.join(GUEST_SCENARIOS.trim_start_matches('/')))?;
     let init = root.join("init");
-    std::fs::write(&init, init_script(spec.scenarios, spec.scenario_timeout_secs, &bin_dirs))
+    std::fs::write(&init, init_script(spec.scenarios, spec.scenario_timeout_secs, &bin_dirs, spec.env))
         .map_err(Error::io(&init))?;
     set_executable(&init)?;
 
@@ -154,7 +185,12 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
 
 /// The guest's PID 1: mount what Stance needs, report the kernel and the active LSMs, run each
 /// scenario under a timeout between markers, power off.
-pub fn init_script(scenarios: &[Scenario], timeout_secs: u64, bin_dirs: &[PathBuf]) -> String {
+pub fn init_script(
+    scenarios: &[Scenario],
+    timeout_secs: u64,
+    bin_dirs: &[PathBuf],
+    env: &[(String, String)],
+) -> String {
     let mut path: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
     path.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(String::from));
     let mut s = format!(
@@ -180,7 +216,7 @@ echo "@@{lsm} $(cat /sys/kernel/security/lsm 2>/dev/null)@@"
 run_scenario() {{
     echo "@@{begin} $1@@"
     # KILL, not TERM: a scenario stuck in the kernel must not hold up the run. rc 137 = timed out.
-    timeout -s KILL {timeout_secs} sh "{dir}/$1.sh" </dev/null 2>&1
+    timeout -s KILL "$2" sh "{dir}/$1.sh" </dev/null 2>&1
     echo "@@{end} $1 rc=$?@@"
 }}
 "#,
@@ -191,14 +227,37 @@ run_scenario() {{
         end = markers::END,
         dir = GUEST_SCENARIOS,
     );
+    for (key, value) in env {
+        let _ = writeln!(s, "export {key}={}", shell_quote(value));
+    }
     for scenario in scenarios {
-        let _ = writeln!(s, "run_scenario {}", scenario.name);
+        let _ = writeln!(s, "run_scenario {} {}", scenario.name, scenario.timeout(timeout_secs));
     }
     let _ = writeln!(s, "echo \"@@{}@@\"\npoweroff -f", markers::DONE);
     s
 }
 
 /// `root` as `<work>/initrd.cpio.gz`: cpio newc, every file owned by root.
+/// `KEY=VALUE` of `--env`: KEY a shell variable name, VALUE one line.
+pub fn parse_env(arg: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = arg.split_once('=').ok_or("expected KEY=VALUE")?;
+    let mut chars = key.chars();
+    let name_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok {
+        return Err(format!("{key:?} is not a shell variable name"));
+    }
+    if value.contains(['\n', '\0']) {
+        return Err(format!("the value of {key} must be one line"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// VALUE in single quotes, for sh: every `'` closes the quotes, is escaped, and reopens them.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
 fn pack(root: &Path, work: &Path) -> Result<PathBuf> {
     let mut entries = Vec::new();
     list_tree(root, Path::new("."), &mut entries)?;
@@ -280,17 +339,32 @@ mod tests {
 
     #[test]
     fn init_runs_scenarios_in_order_then_powers_off() {
-        let scenarios = [Scenario { name: "00-a".into() }, Scenario { name: "10-b".into() }];
-        let init = init_script(&scenarios, 60, &[PathBuf::from("/opt/x/bin")]);
+        let scenarios = [
+            Scenario { name: "00-a".into(), timeout_secs: None },
+            Scenario { name: "10-b".into(), timeout_secs: Some(300) },
+        ];
+        let env = [("ROUNDS".to_owned(), "it's 9".to_owned())];
+        let init = init_script(&scenarios, 60, &[PathBuf::from("/opt/x/bin")], &env);
         assert!(init.starts_with("#!/bin/sh\n"));
         assert!(init.contains("export PATH=/opt/x/bin:/usr/sbin:"));
-        assert!(init.contains("timeout -s KILL 60 sh \"/scenarios/$1.sh\""));
+        assert!(init.contains("timeout -s KILL \"$2\" sh \"/scenarios/$1.sh\""));
+        let exported = init.find("export ROUNDS='it'\\''s 9'\n").unwrap();
         let a = init.find("run_scenario 00-a").unwrap();
+        assert!(exported < a);
         let b = init.find("run_scenario 10-b").unwrap();
         let done = init.find("@@STANCE-VM-DONE@@").unwrap();
         assert!(a < b && b < done && done < init.find("poweroff -f").unwrap());
         for mount in ["securityfs", "-t bpf", "tracefs", "cgroup2 cgroup2 /sys/fs/cgroup"] {
             assert!(init.contains(mount), "{mount}");
+        }
+    }
+
+    #[test]
+    fn env_arguments_are_names_and_one_line_values() {
+        assert_eq!(parse_env("A_1=x=y").unwrap(), ("A_1".to_owned(), "x=y".to_owned()));
+        assert_eq!(parse_env("_B=").unwrap(), ("_B".to_owned(), String::new()));
+        for bad in ["A", "1A=x", "A-B=x", "=x", "A=two\nlines"] {
+            assert!(parse_env(bad).is_err(), "{bad}");
         }
     }
 
@@ -304,6 +378,12 @@ mod tests {
         assert_eq!(names(None).unwrap(), ["00-a", "10-b"]);
         assert_eq!(names(Some("b")).unwrap(), ["10-b"]);
         assert!(matches!(discover(dir.path(), Some("zzz")), Err(Error::FilterMatchesNothing { .. })));
+        std::fs::write(dir.path().join("20-c.sh"), "#!/bin/sh\n# vmtest-timeout: 400\necho\n").unwrap();
+        let c = discover(dir.path(), Some("c")).unwrap();
+        assert_eq!((c[0].timeout_secs, c[0].timeout(120), c[0].timeout(900)), (Some(400), 400, 900));
+        std::fs::write(dir.path().join("20-c.sh"), "# vmtest-timeout: soon\n").unwrap();
+        assert!(matches!(discover(dir.path(), Some("c")), Err(Error::BadTimeoutHeader { .. })));
+        std::fs::remove_file(dir.path().join("20-c.sh")).unwrap();
         std::fs::write(dir.path().join("bad name.sh"), "").unwrap();
         assert!(matches!(discover(dir.path(), None), Err(Error::BadScenarioName { .. })));
     }

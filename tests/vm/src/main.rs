@@ -27,6 +27,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("dpkg", "dpkg"),
 ];
 
+/// Seconds a VM is given to boot to /init and to power off, on top of its scenarios' time.
+const BOOT_ALLOWANCE_SECS: u64 = 60;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "stance-vmtest",
@@ -49,12 +52,18 @@ struct Cli {
     /// Directory whose `*.sh` files are the scenarios (copied to /scenarios in the guest).
     #[arg(long, required_unless_present = "install_deps")]
     scenarios: Option<PathBuf>,
-    /// Seconds each VM may take from boot to power-off before it is killed and counted as failed.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
-    /// Seconds each scenario may take inside the guest before it is killed (rc=137).
+    /// Seconds each VM may take from boot to power-off before it is killed and counted as failed
+    /// [default: 60 for the boot plus each scenario's timeout, the longest a run can legitimately
+    /// take, since each scenario is killed at its own timeout].
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Seconds each scenario may take inside the guest before it is killed (rc=137); a scenario
+    /// may ask for more with a `# vmtest-timeout: SECS` line near its top.
     #[arg(long, default_value_t = 120)]
     scenario_timeout: u64,
+    /// A variable exported to every scenario (repeatable), e.g. `--env STANCE_BENCH_ROUNDS=30`.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = initramfs::parse_env)]
+    env: Vec<(String, String)>,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
@@ -114,6 +123,7 @@ fn run(cli: Cli) -> Result<bool> {
             scenario_dir,
             scenarios: &scenarios,
             scenario_timeout_secs: cli.scenario_timeout,
+            env: &cli.env,
         },
         work.path(),
     )?;
@@ -134,7 +144,9 @@ fn run(cli: Cli) -> Result<bool> {
     }
 
     // One TCG VM is single-threaded and takes 1 GiB, so both kernels boot side by side.
-    let timeout = Duration::from_secs(cli.timeout);
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or_else(|| {
+        BOOT_ALLOWANCE_SECS + scenarios.iter().map(|s| s.timeout(cli.scenario_timeout)).sum::<u64>()
+    }));
     let outcomes = thread::scope(|s| {
         let runs: Vec<_> = kernels.iter().map(|k| s.spawn(|| vm::run(k, &initrd, timeout))).collect();
         runs.into_iter().map(|h| h.join().expect("VM thread panicked")).collect::<Vec<_>>()

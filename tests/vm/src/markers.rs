@@ -4,7 +4,10 @@
 //! Markers are found anywhere in a line, because kernel messages can land on the same line as a
 //! marker on a serial console.
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 pub const KERNEL: &str = "STANCE-KERNEL";
 pub const LSM: &str = "STANCE-LSM";
@@ -54,6 +57,8 @@ pub struct ScenarioRun {
     pub name: String,
     pub rc: i32,
     pub output: Vec<String>,
+    /// From its BEGIN marker to its END marker, as the host saw them (zero without a BEGIN).
+    pub elapsed: Duration,
 }
 
 /// What a console stream has shown so far.
@@ -66,10 +71,17 @@ pub struct Transcript {
     pub running: Option<(String, Vec<String>)>,
     pub done: bool,
     pub tail: VecDeque<String>,
+    /// When the running scenario's BEGIN marker arrived.
+    began_at: Option<Instant>,
 }
 
 impl Transcript {
     pub fn feed(&mut self, line: &str) {
+        self.feed_at(line, Instant::now());
+    }
+
+    /// `feed`, with the time the line arrived.
+    pub fn feed_at(&mut self, line: &str, now: Instant) {
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
@@ -77,13 +89,19 @@ impl Transcript {
         match parse(line) {
             Some(Marker::Kernel(release)) => self.kernel_release = Some(release),
             Some(Marker::Lsm(lsm)) => self.lsm = Some(lsm),
-            Some(Marker::Begin(name)) => self.running = Some((name, Vec::new())),
+            Some(Marker::Begin(name)) => {
+                self.running = Some((name, Vec::new()));
+                self.began_at = Some(now);
+            }
             Some(Marker::End { name, rc }) => {
-                let output = match self.running.take() {
-                    Some((began, output)) if began == name => output,
-                    _ => Vec::new(),
+                let began_at = self.began_at.take();
+                let (output, elapsed) = match self.running.take() {
+                    Some((began, output)) if began == name => {
+                        (output, began_at.map(|t| now.saturating_duration_since(t)).unwrap_or_default())
+                    }
+                    _ => (Vec::new(), Duration::ZERO),
                 };
-                self.finished.push(ScenarioRun { name, rc, output });
+                self.finished.push(ScenarioRun { name, rc, output, elapsed });
             }
             Some(Marker::Done) => self.done = true,
             None => {
@@ -133,20 +151,29 @@ mod tests {
     #[test]
     fn transcript_collects_output_per_scenario() {
         let mut t = Transcript::default();
-        for line in [
-            "Linux version noise",
-            "@@STANCE-KERNEL 6.12.117+deb12-cloud-amd64@@",
-            "@@STANCE-LSM lockdown,capability,landlock,yama,bpf@@",
-            "@@STANCE-SCENARIO-BEGIN 00-a@@",
-            "ok: a",
-            "@@STANCE-SCENARIO-END 00-a rc=0@@",
-            "@@STANCE-SCENARIO-BEGIN 10-b@@",
-            "FAIL: b",
+        let t0 = Instant::now();
+        for (secs, line) in [
+            (0, "Linux version noise"),
+            (1, "@@STANCE-KERNEL 6.12.117+deb12-cloud-amd64@@"),
+            (1, "@@STANCE-LSM lockdown,capability,landlock,yama,bpf@@"),
+            (2, "@@STANCE-SCENARIO-BEGIN 00-a@@"),
+            (3, "ok: a"),
+            (9, "@@STANCE-SCENARIO-END 00-a rc=0@@"),
+            (9, "@@STANCE-SCENARIO-BEGIN 10-b@@"),
+            (10, "FAIL: b"),
         ] {
-            t.feed(line);
+            t.feed_at(line, t0 + Duration::from_secs(secs));
         }
         assert!(t.bpf_lsm_active());
-        assert_eq!(t.finished, [ScenarioRun { name: "00-a".into(), rc: 0, output: vec!["ok: a".into()] }]);
+        assert_eq!(
+            t.finished,
+            [ScenarioRun {
+                name: "00-a".into(),
+                rc: 0,
+                output: vec!["ok: a".into()],
+                elapsed: Duration::from_secs(7)
+            }]
+        );
         assert_eq!(t.running, Some(("10-b".into(), vec!["FAIL: b".into()])));
         assert!(!t.done);
     }

@@ -28,6 +28,8 @@ pub struct ScenarioResult {
     pub name: String,
     pub verdict: Verdict,
     pub output: Vec<String>,
+    /// How long it ran, when it ran to its END marker.
+    pub elapsed: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ pub fn judge(kernel: &Kernel, expected: &[Scenario], outcome: VmOutcome, timeout
         .iter()
         .map(|scenario| {
             let finished = t.finished.iter().find(|r| r.name == scenario.name);
+            let elapsed = finished.map(|run| run.elapsed);
             let (verdict, output) = match finished {
                 Some(run) if run.rc != 0 => (Verdict::Failed { rc: run.rc }, run.output.clone()),
                 Some(run) if problems.is_empty() => (Verdict::Pass, run.output.clone()),
@@ -86,7 +89,7 @@ pub fn judge(kernel: &Kernel, expected: &[Scenario], outcome: VmOutcome, timeout
                     _ => (Verdict::VmProblem, Vec::new()),
                 },
             };
-            ScenarioResult { name: scenario.name.clone(), verdict, output }
+            ScenarioResult { name: scenario.name.clone(), verdict, output, elapsed }
         })
         .collect();
     let mut report = KernelReport {
@@ -131,12 +134,17 @@ pub fn render(r: &KernelReport) -> String {
         out.push_str(&format!("[{}] VM PROBLEM: {problem}\n", r.label));
     }
     for s in &r.scenarios {
+        let secs = s.elapsed.map(|d| format!("{:.1} s", d.as_secs_f64()));
         match s.verdict {
-            Verdict::Pass => out.push_str(&format!("[{}] PASS {}\n", r.label, s.name)),
+            Verdict::Pass => {
+                let took = secs.map(|t| format!(" ({t})")).unwrap_or_default();
+                out.push_str(&format!("[{}] PASS {}{took}\n", r.label, s.name))
+            }
             Verdict::Failed { rc } => {
                 let hint = if rc == 137 { ", killed: scenario timeout?" } else { "" };
+                let took = secs.map(|t| format!(", {t}")).unwrap_or_default();
                 out.push_str(&format!(
-                    "[{}] FAIL {} (rc={rc}{hint})\n{}\n",
+                    "[{}] FAIL {} (rc={rc}{hint}{took})\n{}\n",
                     r.label,
                     s.name,
                     indent(&s.output)
@@ -179,7 +187,7 @@ mod tests {
     }
 
     fn scenarios() -> Vec<Scenario> {
-        ["00-a", "10-b"].map(|n| Scenario { name: n.into() }).to_vec()
+        ["00-a", "10-b"].map(|n| Scenario { name: n.into(), timeout_secs: None }).to_vec()
     }
 
     fn outcome(lines: &[&str], ending: Ending) -> VmOutcome {
@@ -211,7 +219,8 @@ mod tests {
         assert_eq!(r.scenarios[1].output, ["FAIL: why"]);
         let text = render(&r);
         assert!(
-            text.contains("[6.12] PASS 00-a\n") && text.contains("[6.12] FAIL 10-b (rc=1)\n    | FAIL: why")
+            text.contains("[6.12] PASS 00-a (0.0 s)\n")
+                && text.contains("[6.12] FAIL 10-b (rc=1, 0.0 s)\n    | FAIL: why")
         );
         assert_eq!(summary_line(&[r]), "1 passed, 1 failed");
     }

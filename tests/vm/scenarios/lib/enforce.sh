@@ -18,6 +18,8 @@ fail() {
 
 ok() { echo "ok: $*"; }
 
+. /scenarios/lib/common.sh
+
 need() { command -v "$1" >/dev/null || fail "$1 is not in the guest (pass --bin)"; }
 
 need stance-enforce-test
@@ -41,13 +43,7 @@ start_driver() {
     : >"$DRV_OUT"
     stance-enforce-test run "$@" >>"$DRV_OUT" 2>&1 &
     DRV_PID=$!
-    i=0
-    until grep -q '^ready' "$DRV_OUT"; do
-        kill -0 "$DRV_PID" 2>/dev/null || { DRV_PID=; fail "driver exited during start"; }
-        i=$((i + 1))
-        [ "$i" -gt 1200 ] && fail "driver not ready within 120 s"
-        sleep 0.1
-    done
+    await_start "$DRV_OUT" '^ready' "$DRV_PID" 120 driver
 }
 
 stop_driver() {

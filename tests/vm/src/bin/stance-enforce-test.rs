@@ -218,7 +218,7 @@ fn options(pin_dir: PathBuf, window_ms: u64) -> Result<StartOptions> {
 
 fn print_verdict(v: &verdict::Verdict) {
     println!(
-        "verdict: {} {} {} exe={} comm={} pid={} access={} truncated={} send={} noaudit={} repeat={} policy={} cgroup={}",
+        "verdict: {} {} {} exe={} comm={} pid={} access={} truncated={} send={} noaudit={} repeat={} policy={} cgroup={} from_source={}",
         if v.deny { "deny" } else { "would-deny" },
         v.domain,
         v.object,
@@ -231,7 +231,8 @@ fn print_verdict(v: &verdict::Verdict) {
         u8::from(v.noaudit),
         v.repeat,
         v.policy_id,
-        v.cgroup_id
+        v.cgroup_id,
+        u8::from(v.from_source())
     );
 }
 

@@ -1,0 +1,198 @@
+//! Recommendation time and peak memory for a synthetic graph of 100,000 edges (target: at most 1 s
+//! and 200 MB; `cargo bench --bench recommend`).
+//!
+//! The graph is written into a real SQLite file with the daemon's writer, then read back and
+//! collapsed the way `stance policy` does it: `Store::graph` (the SQLite read) and
+//! `recommend::recommend` (petgraph build, collapse, evidence) are timed apart, best and median of
+//! several passes. Peak memory is the process's maximum resident set size (getrusage), read after
+//! the passes; the resident size before the first read is printed beside it, so the share of the
+//! read and the collapse is visible.
+//!
+//! Shape (one workload, like a busy server): 60 executables, each started by two others (120 exec
+//! edges); 80,000 opens — 60,000 files in 600 application directories read, 10,000 written, 5,000
+//! `/proc/<pid>/status` reads, 5,000 temp files with random names under /tmp; 19,000 connects to
+//! addresses in 10.0.0.0/16 on a few ports; granted capability checks for the rest.
+//!
+//! Output: human-readable lines, and a `bench:` line of key=value pairs.
+
+use std::time::{Duration, Instant};
+
+use stance::{
+    model::{
+        Batch, CgroupObs, EdgeKey, EdgeKind, EdgeStats, ExecutableObs, Identity, NodeKind, NodeRef,
+        WorkloadKind,
+    },
+    recommend::{self, RealFs},
+    store::Store,
+};
+
+const EDGES: usize = 100_000;
+const EXECUTABLES: usize = 60;
+const PASSES: usize = 5;
+const T0: i64 = 1_700_000_000_000_000_000;
+
+fn exe(i: usize) -> String {
+    format!("/usr/lib/bench/bin{i:02}")
+}
+
+fn batch() -> Batch {
+    let mut edges = Vec::with_capacity(EDGES);
+    let mut push =
+        |kind, source: String, target: (NodeKind, String), access: &str, result: &str, i: usize| {
+            let at = T0 + i as i64 * 1_000_000_000;
+            edges.push((
+                EdgeKey {
+                    workload: "bench".into(),
+                    kind,
+                    source: NodeRef::new(NodeKind::Executable, source),
+                    target: NodeRef::new(target.0, target.1),
+                    access: access.into(),
+                    result: result.into(),
+                },
+                EdgeStats { count: 1 + (i as u64 % 7), first_seen: at, last_seen: at + 60_000_000_000 },
+            ));
+        };
+    let mut n = 0;
+    for i in 0..EXECUTABLES {
+        for p in [(i + 1) % EXECUTABLES, (i + 7) % EXECUTABLES] {
+            push(EdgeKind::Exec, exe(p), (NodeKind::Executable, exe(i)), "", "ok", n);
+            n += 1;
+        }
+    }
+    for i in 0..60_000 {
+        let path = format!("/srv/bench/app{:03}/data/file{:05}.dat", i % 600, i);
+        push(EdgeKind::Open, exe(i % EXECUTABLES), (NodeKind::File, path), "read", "ok", n);
+        n += 1;
+    }
+    for i in 0..10_000 {
+        let path = format!("/var/lib/bench/out{:03}/part{:05}", i % 100, i);
+        push(EdgeKind::Open, exe(i % EXECUTABLES), (NodeKind::File, path), "write,create", "ok", n);
+        n += 1;
+    }
+    for i in 0..5_000 {
+        let path = format!("/proc/{}/status", 1000 + i * 3);
+        push(EdgeKind::Open, exe(i % EXECUTABLES), (NodeKind::File, path), "read", "ok", n);
+        n += 1;
+    }
+    for i in 0..5_000u64 {
+        let path = format!("/tmp/tmp{:08x}/state", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32);
+        push(
+            EdgeKind::Open,
+            exe(i as usize % EXECUTABLES),
+            (NodeKind::File, path),
+            "read,write,create",
+            "ok",
+            n,
+        );
+        n += 1;
+    }
+    for i in 0..19_000 {
+        let target = format!("10.0.{}.{}:{}/tcp", (i / 250) % 256, i % 250 + 1, [80, 443, 5432, 6379][i % 4]);
+        push(EdgeKind::Connect, exe(i % EXECUTABLES), (NodeKind::Endpoint, target), "tcp", "ok", n);
+        n += 1;
+    }
+    let caps = ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE"];
+    let mut i = 0;
+    while n < EDGES {
+        // Distinct (source, target) pairs: executables × capabilities, then more executables.
+        let source = format!("/usr/lib/bench/cap{:04}", i / caps.len());
+        push(
+            EdgeKind::Capable,
+            source,
+            (NodeKind::Capability, caps[i % caps.len()].into()),
+            "",
+            "granted",
+            n,
+        );
+        n += 1;
+        i += 1;
+    }
+    let identity = Identity {
+        name: "bench".into(),
+        kind: WorkloadKind::Launched,
+        runtime: None,
+        container_id: None,
+        unit: None,
+        pod_uid: None,
+    };
+    Batch {
+        cgroups: vec![CgroupObs { cgroup_id: 4242, path: "/stance/bench".into(), identity, seen_at: T0 }],
+        edges,
+        executables: (0..EXECUTABLES)
+            .map(|i| ExecutableObs {
+                workload: "bench".into(),
+                path: exe(i),
+                dev: 2049,
+                ino: 1000 + i as u64,
+                memfd: false,
+                argv: None,
+            })
+            .collect(),
+        losses: vec![],
+    }
+}
+
+/// Maximum resident set size of this process so far, in MB.
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass and has no other preconditions.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn current_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn seconds(list: &mut [Duration]) -> (f64, f64) {
+    list.sort();
+    (list[0].as_secs_f64(), list[list.len() / 2].as_secs_f64())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("bench.db");
+    rt.block_on(async {
+        let store = Store::open(&path).await.expect("the bench database");
+        let b = batch();
+        assert_eq!(b.edges.len(), EDGES);
+        store.write_batch(&b).await.expect("the synthetic graph is written");
+        drop(b);
+        store.close().await;
+    });
+    let store = rt.block_on(Store::open_read_only(&path)).expect("the bench database opens");
+    let before = current_rss_mb();
+    let (mut reads, mut collapses) = (Vec::new(), Vec::new());
+    let mut rules = 0;
+    for _ in 0..PASSES {
+        let t = Instant::now();
+        let graph = rt.block_on(store.graph("bench")).expect("the graph reads back");
+        reads.push(t.elapsed());
+        assert_eq!(graph.edges.len(), EDGES);
+        let t = Instant::now();
+        let rec = recommend::recommend(&graph, &RealFs);
+        collapses.push(t.elapsed());
+        rules = rec.rules.len();
+    }
+    let peak = peak_rss_mb();
+    let (read_best, read_med) = seconds(&mut reads);
+    let (rec_best, rec_med) = seconds(&mut collapses);
+    println!(
+        "recommend: {EDGES} edges → {rules} rules; read from SQLite median {read_med:.3} s (best {read_best:.3}), \
+         recommend median {rec_med:.3} s (best {rec_best:.3}), total median {:.3} s; peak RSS {peak:.0} MB \
+         (RSS before the first read {before:.0} MB)",
+        read_med + rec_med
+    );
+    println!(
+        "bench: recommend edges={EDGES} rules={rules} read_s={read_med:.3} recommend_s={rec_med:.3} total_s={:.3} \
+         peak_rss_mb={peak:.0} rss_before_mb={before:.0} passes={PASSES}",
+        read_med + rec_med
+    );
+}

@@ -1,0 +1,132 @@
+#!/bin/sh
+# The whole enforcement flow through the product: `stance run`, `stance launch`, `stance graph`,
+# `stance mode`, `stance events`; the policy is what the daemon compiles from the observed graph.
+#
+#  1. observe: a normal run of workload `flow` (reads two files, writes one, runs a binary, connects
+#     to a local TCP port, sends a UDP datagram with sendto, no raw socket) reaches the graph;
+#  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
+#     stored as a would-deny event;
+#  3. enforce: the same normal run succeeds completely; then each forbidden action (a file never
+#     read, a write to a file only read, exec of /bin/sh, another port, sendto another address, a
+#     raw socket) fails with EPERM inside the workload and works outside it, and the stored deny
+#     events are exactly those (domain, object, acting executable);
+#  4. `kill -9` of the daemon: denies still hold; a restarted daemon adopts its pins (one link
+#     generation), restores the workload, keeps enforcing, and stores the denies made while it was
+#     down as well as new ones;
+#  5. `stance mode flow observe` releases the workload: the forbidden actions succeed.
+# The bypass variants (symlink, hardlink, openat2, io_uring, execveat, memfd, mapped IPv6, long
+# paths) are covered by 30-37 with the enforcement driver.
+#
+# Two daemon starts and some forty CLI calls under software emulation: about a minute on a busy
+# 2-core host, so more than the default two minutes is allowed.
+# vmtest-timeout: 300
+. /scenarios/lib/flow.sh
+
+W=flow
+D=/tmp/flow
+rm -f "$DB" "$DB"-*
+mkdir -p $D || fail "mkdir"
+for f in a b secret secret2 new; do echo "$f" >$D/$f; done
+: >$D/out
+# "A binary it runs": a copy of the workload program, which exits 0 without actions.
+cp "$FW" $D/helper || fail "cp"
+# 8040 is the port the workload uses, 8041 one it never connects to; nothing listens on the UDP port.
+enforce-probe serve-tcp 8040 >/tmp/flow-srv1 2>&1 &
+srv1=$!
+enforce-probe serve-tcp 8041 >/tmp/flow-srv2 2>&1 &
+srv2=$!
+HELPER_PIDS="$srv1 $srv2"
+await_start /tmp/flow-srv1 '^listening' $srv1 30 "the server on 8040"
+await_start /tmp/flow-srv2 '^listening' $srv2 30 "the server on 8041"
+NORMAL="read $D/a read $D/b write $D/out exec $D/helper connect 127.0.0.1:8040 sendto 127.0.0.1:8042"
+
+echo "== 1. observe"
+start_daemon
+expect_daemon_line "^  enforcement file: bpf-lsm"
+expect_daemon_line "^  control: listening on "
+# shellcheck disable=SC2086 # NORMAL is a list of words on purpose
+run_inside $W 0 $NORMAL
+wait_graph $W $D/a $D/b $D/out $D/helper "$FW" 127.0.0.1:8040/tcp 127.0.0.1:8042/udp
+
+echo "== 2. audit"
+mode $W audit
+# shellcheck disable=SC2086
+run_inside $W 0 $NORMAL read $D/new
+# The new read is the workload's last action, and verdicts are stored in order: once it is there,
+# a would-deny of anything the normal run did would be there too.
+wait_event $W would-deny "file $D/new $FW"
+echo "file $D/new $FW" >/tmp/flow-would-deny
+expect_events $W would-deny /tmp/flow-would-deny
+# Allowed in audit, so observed: the enforce policy compiled next includes it.
+wait_graph $W $D/new
+
+echo "== 3. enforce"
+mode $W enforce
+# shellcheck disable=SC2086
+run_inside $W 0 $NORMAL
+expect_action $W ok read $D/new
+expect_action $W EPERM read $D/secret
+expect_action - ok read $D/secret
+expect_action $W EPERM write $D/a
+expect_action - ok write $D/a
+expect_action $W EPERM exec /bin/sh
+expect_action - ok exec /bin/sh
+expect_action $W EPERM connect 127.0.0.1:8041
+expect_action - ok connect 127.0.0.1:8041
+expect_action $W EPERM sendto 127.0.0.2:8042
+expect_action - ok sendto 127.0.0.2:8042
+expect_action $W EPERM raw
+expect_action - ok raw
+cat >/tmp/flow-deny <<EOF
+file $D/secret $FW
+file $D/a $FW
+process /bin/busybox $FW
+network 127.0.0.1:8041/tcp $FW
+network 127.0.0.2:8042/udp $FW
+capabilities CAP_NET_RAW $FW
+EOF
+# The raw socket was the last deny; the normal run before all of them must have added none.
+wait_event $W deny "capabilities CAP_NET_RAW $FW"
+expect_events $W deny /tmp/flow-deny
+expect_events $W would-deny /tmp/flow-would-deny
+
+echo "== 4. kill -9 and restart"
+kill -KILL "$D_PID"
+wait "$D_PID" 2>/dev/null
+D_PID=
+ok "daemon killed with SIGKILL"
+expect_action $W EPERM read $D/secret2
+expect_action - ok read $D/secret2
+# shellcheck disable=SC2086
+run_inside $W 0 $NORMAL
+start_daemon
+expect_daemon_line "^  enforcement of $W: restored, "
+gens=$(ls $PINS/enforce-v*/links | wc -l)
+[ "$gens" -eq 1 ] || fail "$gens link generations pinned after the restart, expected 1"
+ok "one link generation pinned (the restarted daemon's)"
+expect_action $W EPERM write $D/b
+wait_event $W deny "file $D/b $FW"
+# Made while no daemon ran: kept in the pinned ring buffer and stored by the new daemon.
+wait_event $W deny "file $D/secret2 $FW"
+printf '%s\n' "file $D/secret2 $FW" "file $D/b $FW" >>/tmp/flow-deny
+expect_events $W deny /tmp/flow-deny
+
+echo "== 5. observe releases the workload"
+mode $W observe
+expect_action $W ok read $D/secret
+expect_action $W ok write $D/a
+expect_action $W ok exec /bin/sh
+expect_action $W ok connect 127.0.0.1:8041
+expect_action $W ok sendto 127.0.0.2:8042
+expect_action $W ok raw
+expect_events $W deny /tmp/flow-deny
+
+kill -TERM "$D_PID"
+wait "$D_PID"
+rc=$?
+D_PID=
+[ "$rc" -eq 0 ] || fail "daemon exited with $rc on SIGTERM"
+ok "daemon stopped cleanly"
+cleanup_flow
+rmdir /sys/fs/cgroup/stance/$W /sys/fs/cgroup/stance 2>/dev/null
+echo "ok: scenario done"

@@ -1,0 +1,147 @@
+//! `flow-workload ACTION...`: the workload of the daemon-flow scenarios (tests/vm/scenarios/4x-*).
+//! It does its actions in order, in one process, printing `ACTION TARGET: ok`, `... EPERM` or
+//! `... error: <why>` for each, and exits 0 when every action succeeded, 1 when any was refused
+//! with EPERM (and nothing else went wrong), 2 otherwise; usage errors exit 64.
+//!
+//! Actions:
+//!   read PATH          open read-only and read
+//!   write PATH         open write-only, create and truncate, and write a line
+//!   exec PATH          run PATH with no arguments and stdin from /dev/null (fork + exec + wait);
+//!                      the action fails unless PATH exits 0
+//!   connect ADDR:PORT  TCP connect, then close
+//!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
+//!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
+//!
+//! Without actions it exits 0 at once (the scenarios exec a copy of it as "a binary it runs").
+//!
+//! Why `#![no_main]`: the Rust runtime's start-up (`lang_start`) reads `/proc/self/maps` (glibc's
+//! `pthread_getattr_np` for the main thread's stack guard), which the kernel resolves to
+//! `/proc/<pid>/maps`: a new path in every run. The daemon's graph-compiled allowlist holds exact
+//! paths only, so that open would be denied in every enforced run after the observed one. That is a
+//! known limit of the graph-compiled policy (the recommender generalises `/proc/<pid>/`), not what
+//! these scenarios test, so this program starts from a plain C `main` and never does that read.
+
+#![no_main]
+
+use std::{
+    ffi::OsString,
+    fs::{File, OpenOptions},
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+};
+
+type Outcome = io::Result<()>;
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn addr(s: &str) -> io::Result<SocketAddr> {
+    s.parse().map_err(|_| invalid(format!("{s:?} is not ADDR:PORT")))
+}
+
+fn read(path: &str) -> Outcome {
+    File::open(path)?.read(&mut [0u8; 64]).map(drop)
+}
+
+fn write(path: &str) -> Outcome {
+    OpenOptions::new().write(true).create(true).truncate(true).open(path)?.write_all(b"flow\n")
+}
+
+fn exec(path: &str) -> Outcome {
+    let status = Command::new(path).stdin(Stdio::null()).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("{path} exited with {status}")))
+    }
+}
+
+fn connect(target: &str) -> Outcome {
+    TcpStream::connect(addr(target)?).map(drop)
+}
+
+fn sendto(target: &str) -> Outcome {
+    let to = addr(target)?;
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    UdpSocket::bind(any)?.send_to(b"flow", to).map(drop)
+}
+
+/// `raw` takes no target; the others take one.
+fn raw(_: &str) -> Outcome {
+    // SAFETY: socket(2) with constant arguments; the fd is closed right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: closing the fd just opened.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+type Action<'a> = (&'a str, &'a str, fn(&str) -> Outcome);
+
+/// The actions as (name, target, what to do), or a usage error.
+fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
+    let mut actions = Vec::new();
+    let mut rest = args;
+    while let Some((name, tail)) = rest.split_first() {
+        let run: fn(&str) -> Outcome = match name.as_str() {
+            "raw" => raw,
+            "read" => read,
+            "write" => write,
+            "exec" => exec,
+            "connect" => connect,
+            "sendto" => sendto,
+            other => return Err(format!("unknown action {other:?}")),
+        };
+        rest = tail;
+        let target = match name.as_str() {
+            "raw" => "",
+            _ => {
+                let (target, tail) = rest.split_first().ok_or_else(|| format!("{name} needs an argument"))?;
+                rest = tail;
+                target.as_str()
+            }
+        };
+        actions.push((name.as_str(), target, run));
+    }
+    Ok(actions)
+}
+
+/// The program's entry point, called by the C runtime (see the module comment for why).
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // std reads argv itself on glibc (from its .init_array hook), also without `lang_start`.
+    let args: Vec<String> =
+        std::env::args_os().skip(1).map(|a: OsString| a.to_string_lossy().into_owned()).collect();
+    let actions = match parse(&args) {
+        Ok(actions) => actions,
+        Err(e) => {
+            eprintln!("flow-workload: {e} (see the source's header for the actions)");
+            return 64;
+        }
+    };
+    let (mut refused, mut failed) = (false, false);
+    for (name, target, run) in actions {
+        let sep = if target.is_empty() { "" } else { " " };
+        match run(target) {
+            Ok(()) => println!("{name}{sep}{target}: ok"),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                println!("{name}{sep}{target}: EPERM");
+                refused = true;
+            }
+            Err(e) => {
+                println!("{name}{sep}{target}: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    let _ = io::stdout().flush();
+    match (failed, refused) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    }
+}
