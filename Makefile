@@ -9,19 +9,23 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release
 RELEASE := $(BIN)/stance
 
-.PHONY: run test deps build abi check unit root-tests vm-tests lint bench clean
+.PHONY: run test deps build web abi check unit root-tests browser-tests vm-tests lint bench clean
 
 deps:
 	@bash deploy/install-deps.sh
 
-build: deps
+build: deps web
 	$(CARGO) build --release --locked
+
+# The dashboard (web/dist, served by the daemon at /). npm ci installs exactly package-lock.json.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 run: build
 	$(RELEASE) run --db $(DB)
 
 # Every tier, in order of cost. Each one fails loudly; none skips.
-test: build lint unit root-tests vm-tests
+test: build lint unit root-tests browser-tests vm-tests
 	@echo "make test: all tiers passed"
 
 lint:
@@ -32,6 +36,10 @@ unit:
 
 root-tests:
 	$(CARGO) test --release --locked --test '*' -- --test-threads=2
+
+# The dashboard in real headless Chromium against the real daemon (root: it observes and launches).
+browser-tests: build
+	STANCE_BIN=$(RELEASE) node tests/browser/dashboard.test.mjs
 
 # Debian's 6.1 and 6.12 kernels in QEMU (software emulation): BPF-LSM is active there.
 # Real servers and clients from Debian's packages (nginx-light, redis-server, redis-tools,
@@ -45,6 +53,7 @@ vm-tests:
 
 bench: build
 	bash tests/bench/run.sh
+	$(CARGO) bench --locked --bench api
 
 # Regenerate the committed Rust copy of probes-ebpf/include/stance_events.h.
 abi:

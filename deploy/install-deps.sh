@@ -7,8 +7,13 @@ set -euo pipefail
 # libclang-19-dev lets bindgen generate the Rust side of the event layouts.
 # VM tier (enforcement tests on Debian kernels): qemu, busybox-static, cpio.
 # Tests: python3 drives scenario workloads; graphviz checks DOT output; util-linux has setpriv.
+# Dashboard: nodejs and npm build web/; chromium (driven by playwright-core) runs the browser test.
 PKGS=(clang-19 llvm-19 libbpf-dev bpftool libclang-19-dev pkg-config gcc libc6-dev make
-      qemu-system-x86 busybox-static cpio python3 iproute2 procps util-linux graphviz ca-certificates)
+      qemu-system-x86 busybox-static cpio python3 iproute2 procps util-linux graphviz ca-certificates
+      chromium chromium-driver)
+# A node that ships its own npm (e.g. another distribution of nodejs) is used as it is: Debian's npm
+# package would conflict with it.
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 PKGS+=("$@")
 
 missing=()

@@ -2,6 +2,7 @@
 //! Every default is written once, here.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -49,6 +50,16 @@ pub struct FileConfig {
     /// bpffs directory where enforcement is pinned (survives a daemon crash; adopted at restart).
     /// One daemon per directory: tests give each daemon its own.
     pub pin_dir: PathBuf,
+    /// Address the REST API and dashboard listen on (`stance run --listen` overrides it). Loopback
+    /// by default: the API changes what the kernel enforces, so exposing it is a deliberate choice.
+    pub listen: SocketAddr,
+    /// PEM certificate chain for the API; with `tls_key`, the API speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Directory of the built dashboard (`web/dist`, made by `make build`). The default is the one
+    /// in the source tree this binary was built from.
+    pub web_dir: PathBuf,
     /// Readiness (recommend::readiness): length of one observation window, in seconds. 10 minutes:
     /// long against the 10 s de-duplication, short enough that a server's usual work shows up in
     /// every window.
@@ -69,10 +80,21 @@ impl Default for FileConfig {
             argv_bytes: 512,
             control_socket: PathBuf::from(paths::CONTROL_SOCKET),
             pin_dir: PathBuf::from(paths::BPF_PIN_DIR),
+            listen: SocketAddr::from(([127, 0, 0, 1], paths::API_PORT)),
+            tls_cert: None,
+            tls_key: None,
+            web_dir: PathBuf::from(paths::WEB_DIR),
             readiness_window_secs: 600,
             readiness_quiet_windows: 6,
         }
     }
+}
+
+/// HTTPS material: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// When learning counts as done (see recommend::readiness).
@@ -130,6 +152,9 @@ pub struct Config {
     pub argv_bytes: usize,
     pub control_socket: PathBuf,
     pub pin_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub web_dir: PathBuf,
     pub readiness: ReadinessConfig,
 }
 
@@ -140,9 +165,22 @@ impl Config {
     /// Reads the optional file, applies the command line's `control` over it, and validates
     /// everything in one step.
     pub fn load(file: Option<&Path>, db: PathBuf, control: Option<PathBuf>) -> Result<Config, ConfigError> {
+        Config::load_with_listen(file, db, control, None)
+    }
+
+    /// `load`, with `stance run --listen` applied over the file's `listen`.
+    pub fn load_with_listen(
+        file: Option<&Path>,
+        db: PathBuf,
+        control: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+    ) -> Result<Config, ConfigError> {
         let mut fc = FileConfig::load(file)?;
         if let Some(control) = control {
             fc.control_socket = control;
+        }
+        if let Some(listen) = listen {
+            fc.listen = listen;
         }
         Config::from_file_config(fc, db)
     }
@@ -172,6 +210,11 @@ impl Config {
             )));
         }
         let readiness = fc.readiness()?;
+        let tls = match (fc.tls_cert, fc.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError::Invalid("tls_cert and tls_key must be given together".into())),
+        };
         Ok(Config {
             readiness,
             db,
@@ -183,6 +226,9 @@ impl Config {
             argv_bytes: fc.argv_bytes,
             control_socket: fc.control_socket,
             pin_dir: fc.pin_dir,
+            listen: fc.listen,
+            tls,
+            web_dir: fc.web_dir,
         })
     }
 }
@@ -214,6 +260,26 @@ mod tests {
         let long = format!("/tmp/{}", "x".repeat(120));
         assert!(Config::load(None, "/tmp/x.db".into(), Some(long.into())).is_err());
         assert!(Config::load(None, "/tmp/x.db".into(), Some("rel.sock".into())).is_err());
+    }
+
+    #[test]
+    fn listen_and_tls() {
+        let cfg = Config::load(None, "/tmp/x.db".into(), None).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(cfg.tls, None);
+        let fc: FileConfig =
+            toml::from_str("listen = \"0.0.0.0:8443\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"").unwrap();
+        let cfg = Config::from_file_config(fc, "/tmp/x.db".into()).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(cfg.tls, Some(TlsFiles { cert: "/c.pem".into(), key: "/k.pem".into() }));
+        let cfg =
+            Config::load_with_listen(None, "/tmp/x.db".into(), None, Some("127.0.0.1:0".parse().unwrap()))
+                .unwrap();
+        assert_eq!(cfg.listen.port(), 0);
+        let half: FileConfig = toml::from_str("tls_cert = \"/c.pem\"").unwrap();
+        let err = Config::from_file_config(half, "/tmp/x.db".into()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid config: tls_cert and tls_key must be given together");
+        assert!(toml::from_str::<FileConfig>("listen = \"nowhere\"").is_err());
     }
 
     #[test]

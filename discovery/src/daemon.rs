@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::{
+    api,
     config::Config,
     control::{
         actor::{self, Actor, Enforcement},
@@ -124,11 +125,13 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         Box::new(enforcer) as Box<dyn Enforcement>
     });
+    let enforcement_status = status.clone();
     let mut enforcement = Actor::new(store.clone(), enforcer, status, mount.clone());
     for line in enforcement.restore().await? {
         println!("  {line}");
     }
     let (control, commands) = actor::channel();
+    let api_control = control.clone();
     let (seen_tx, seen_rx) = mpsc::channel(4);
     let enforcement = tokio::spawn(enforcement.run(commands, seen_rx));
     let control_server = match socket {
@@ -141,6 +144,27 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             // now, so the actor still finishes at stop.
             println!("  control: unavailable: {}", one_line(&e));
             drop(control);
+            None
+        }
+    };
+
+    // The REST API and dashboard. Like the control socket, it is optional: observation goes on
+    // without it.
+    let stats = Arc::new(pipeline::ReaderStats::default());
+    let sources = api::metrics::Sources::new(
+        cfg.db.clone(),
+        probes.status.clone(),
+        enforcement_status,
+        stats.clone(),
+        verdict_tasks.is_some().then(|| verdict_stats.clone()),
+    );
+    let api_server = match start_api(&cfg, api_control, sources, stop_rx.clone()).await {
+        Ok((line, server)) => {
+            println!("  {line}");
+            Some(server)
+        }
+        Err(e) => {
+            println!("  api: unavailable: {}", one_line(&*e));
             None
         }
     };
@@ -160,7 +184,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let (ev_tx, ev_rx) = mpsc::channel(cfg.queue_capacity);
     let (win_tx, win_rx) = mpsc::channel(2);
     let losses = Arc::new(pipeline::ReaderLosses::default());
-    let stats = Arc::new(pipeline::ReaderStats::default());
     let resolution = Arc::new(Mutex::new(Resolution::new(resolver, Some(kernel_losses))));
 
     let reader = tokio::spawn(pipeline::run_reader(ringbuf, ev_tx, losses.clone(), stats.clone(), stop_rx));
@@ -200,6 +223,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if let Some(server) = control_server {
         server.await.map_err(pipeline::PipelineError::Join)?;
     }
+    // The API holds a handle on the actor too: it must be gone before the actor can finish.
+    if let Some(server) = api_server {
+        server.await.map_err(pipeline::PipelineError::Join)?;
+    }
     enforcement.await.map_err(pipeline::PipelineError::Join)?;
     if let Some((reader, writer)) = verdict_tasks {
         reader.await.map_err(pipeline::PipelineError::Join)?.map_err(DaemonError::Verdicts)?;
@@ -215,6 +242,25 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     println!("stance: stopped; {} events received", stats.received.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// Opens the API's read-only connection and token, binds its address, and starts serving. Returns
+/// the line for the start-up report.
+async fn start_api(
+    cfg: &Config,
+    control: actor::ActorHandle,
+    sources: api::metrics::Sources,
+    stop: watch::Receiver<bool>,
+) -> Result<(String, tokio::task::JoinHandle<()>), Box<dyn std::error::Error>> {
+    let token_path = api::auth::token_path(&cfg.db);
+    let token = api::auth::load_or_create(&token_path)?;
+    let listener = api::Listener::bind(cfg.listen, cfg.tls.as_ref()).await?;
+    let store = Store::open_read_only(&cfg.db).await?;
+    let state =
+        api::ApiState { store, control: Some(control), token: Arc::new(token), metrics: Arc::new(sources) };
+    let line = format!("api: listening on {} (token in {})", listener.url(), token_path.display());
+    let app = api::router(state, &cfg.web_dir);
+    Ok((line, tokio::spawn(listener.serve(app, stop))))
 }
 
 /// Starts the enforcer; when it cannot start at all, every domain is reported unavailable with the

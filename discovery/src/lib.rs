@@ -12,8 +12,9 @@
 //! named workload; `enforce` holds the policy model, its compilation from a graph, and the enforcer;
 //! `control` is how `stance mode` reaches the daemon and the actor that owns the enforcer (fed by the
 //! store's graphs and, one way, by the pipeline's newly seen cgroups); `daemon` wires everything
-//! together for `stance run`.
+//! together for `stance run`; `api` serves the REST API, metrics and the dashboard from it.
 
+pub mod api;
 pub mod config;
 pub mod control;
 pub mod daemon;

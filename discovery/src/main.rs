@@ -7,7 +7,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use stance::{
-    config,
+    api, config,
     control::{self, protocol},
     daemon,
     enforce::{Domain, Mode},
@@ -38,6 +38,9 @@ enum Command {
         /// Control socket to listen on (default: the file's `control_socket`, else /run/stance/control.sock).
         #[arg(long, env = "STANCE_CONTROL")]
         control: Option<PathBuf>,
+        /// Address of the REST API and dashboard (default: the file's `listen`, else 127.0.0.1:7070).
+        #[arg(long, env = "STANCE_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Run CMD inside the workload NAME (cgroup `stance/NAME`), wait, and exit with its status.
     Launch {
@@ -57,6 +60,8 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Print a workload's behaviour graph.
     Graph {
@@ -66,6 +71,8 @@ enum Command {
         db: PathBuf,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = GraphFormat::Json)]
         output: GraphFormat,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Put a workload's domains into observe, audit (report would-deny) or enforce (deny). Audit and
     /// enforce load the workload's policy, compiled from its behaviour graph as it is now.
@@ -102,7 +109,30 @@ enum Command {
         db: PathBuf,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+}
+
+/// Query commands read the database directly (`--db`), or ask a running daemon's API instead.
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Ask the daemon's REST API at this URL (e.g. http://127.0.0.1:7070) instead of reading --db.
+    #[arg(long, env = "STANCE_SERVER")]
+    server: Option<String>,
+    /// The API token file (default: api.token beside --db, where the daemon writes it).
+    #[arg(long, env = "STANCE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// A client when `--server` was given.
+    fn client(&self, db: &std::path::Path) -> anyhow::Result<Option<api::client::Client>> {
+        let Some(server) = &self.server else { return Ok(None) };
+        let token_file =
+            self.token_file.clone().unwrap_or_else(|| api::client::Client::default_token_file(db));
+        Ok(Some(api::client::Client::new(server, &token_file)?))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -230,25 +260,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--since`: an RFC 3339 time, or a duration back from now; unix nanoseconds.
+/// `--since`: an RFC 3339 time, or a duration back from now; unix nanoseconds (as the API reads it).
 fn parse_since(s: &str) -> Result<i64, String> {
-    let at = match humantime::parse_rfc3339_weak(s) {
-        Ok(at) => at,
-        Err(_) => {
-            let back = humantime::parse_duration(s).map_err(|_| {
-                format!("'{s}' is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor a duration (10m, 2h)")
-            })?;
-            std::time::SystemTime::now().checked_sub(back).unwrap_or(std::time::UNIX_EPOCH)
-        }
-    };
-    let ns = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    Ok(i64::try_from(ns).unwrap_or(i64::MAX))
+    api::events::parse_since(s)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { db, config, control } => {
-            let cfg = config::Config::load(config.as_deref(), db, control)?;
+        Command::Run { db, config, control, listen } => {
+            let cfg = config::Config::load_with_listen(config.as_deref(), db, control, listen)?;
             daemon::init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(daemon::run(cfg))?;
@@ -263,7 +283,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
-        Command::Workloads { db, config, output } => {
+        Command::Workloads { db, config, output, server } => {
+            if let Some(c) = server.client(&db)? {
+                // Through the daemon's API: the same rows as offline, with the API's modes and warnings.
+                let rows: Vec<serde_json::Value> = c.get("/api/v1/workloads")?;
+                match output {
+                    ListFormat::Table => {
+                        let list: Vec<store::WorkloadSummary> = rows
+                            .iter()
+                            .map(|r| serde_json::from_value(r.clone()))
+                            .collect::<Result<_, _>>()?;
+                        print!("{}", store::render::workloads_table(&list))
+                    }
+                    ListFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let readiness_cfg = config::FileConfig::load(config.as_deref())?.readiness()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
@@ -296,11 +331,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Policy(args) => policy(args),
-        Command::Graph { workload, db, output } => {
+        Command::Graph { workload, db, output, server } => {
+            let client = server.client(&db)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let store = store::Store::open_read_only(&db).await?;
-                let graph = store.graph(&workload).await?;
+                let graph = match &client {
+                    Some(c) => {
+                        c.get(&format!("/api/v1/workloads/{}/graph", api::client::segment(&workload)))?
+                    }
+                    None => store::Store::open_read_only(&db).await?.graph(&workload).await?,
+                };
                 match output {
                     GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&graph)?),
                     GraphFormat::Dot => print!("{}", store::render::graph_dot(&graph)),
@@ -320,11 +360,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events { workload, kind, since, limit, db, output } => {
+        Command::Events { workload, kind, since, limit, db, output, server } => {
+            let client = server.client(&db)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let store = store::Store::open_read_only(&db).await?;
-                let events = store.events(&store::EventFilter { workload, kind, since, limit }).await?;
+                let events = match &client {
+                    Some(c) => api::client::events(c, workload.as_deref(), kind, since, limit)?,
+                    None => {
+                        let store = store::Store::open_read_only(&db).await?;
+                        store.events(&store::EventFilter { workload, kind, since, limit }).await?
+                    }
+                };
                 match output {
                     ListFormat::Table => print!("{}", store::render::events_table(&events)),
                     ListFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),

@@ -12,3 +12,9 @@ pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/stance";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// The daemon's control socket, through which `stance mode` reaches it (0600, in a 0700 directory).
 pub const CONTROL_SOCKET: &str = "/run/stance/control.sock";
+/// Port of the REST API and dashboard (on loopback unless configured otherwise).
+pub const API_PORT: u16 = 7070;
+/// File name of the API's bearer token, created 0600 in the database's directory.
+pub const API_TOKEN_FILE: &str = "api.token";
+/// The built dashboard in the source tree this binary was built from (`make build` builds it).
+pub const WEB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist");

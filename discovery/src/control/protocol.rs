@@ -42,7 +42,7 @@ pub enum Response {
 }
 
 /// The workload's modes after a `mode` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModeReply {
     pub workload: String,
     pub modes: Modes,

@@ -4,8 +4,9 @@
 
 use std::{fmt, str::FromStr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{SqliteConnection, SqlitePool};
+use utoipa::ToSchema;
 
 use super::{
     query::{bits_u64, rfc3339},
@@ -77,7 +78,7 @@ pub struct StoredPolicy {
 }
 
 /// Deny (enforce mode: the action failed) or would-deny (audit mode: it was allowed and reported).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerdictKind {
     Deny,
@@ -157,7 +158,7 @@ pub struct EventFilter {
 }
 
 /// One line of `stance events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnforcementEvent {
     /// The workload whose policy decided.
     pub workload: String,

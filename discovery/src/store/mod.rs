@@ -23,6 +23,7 @@ use sqlx::{
 use crate::model::Batch;
 
 mod enforcement;
+mod loss_events;
 mod query;
 pub mod render;
 mod versions;
@@ -35,6 +36,7 @@ pub use enforcement::{
     EnforcementEvent, EventFilter, PolicySource, StoredPolicy, VerdictKind, VerdictRecord,
     WorkloadEnforcement, SOURCE_GRAPH, SOURCE_RECOMMEND,
 };
+pub use loss_events::{LossEvent, LOSS_KIND};
 pub use query::{
     Graph, GraphEdge, GraphLosses, GraphNode, LossBucket, LossSummary, WorkloadInfo, WorkloadSummary,
 };

@@ -10,14 +10,15 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{SqliteConnection, SqlitePool};
+use utoipa::ToSchema;
 
 use super::{write::UNATTRIBUTED, Result, StoreError};
 use crate::model::{EdgeKind, LossReason, NodeKind, WorkloadKind};
 
 /// Who a workload is and when it was active.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkloadInfo {
     /// The key of every query (`stance graph NAME`).
     pub name: String,
@@ -42,7 +43,7 @@ pub struct WorkloadInfo {
 }
 
 /// One line of `stance workloads`: a workload and the size of what it did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkloadSummary {
     /// Identity and activity span.
     #[serde(flatten)]
@@ -64,7 +65,7 @@ pub struct WorkloadSummary {
 }
 
 /// Lost observations, total and per reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LossSummary {
     /// Sum over every reason.
     pub total: u64,
@@ -73,7 +74,7 @@ pub struct LossSummary {
 }
 
 /// `stance graph NAME`: one workload's nodes and edges.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Graph {
     /// Whose graph this is.
     pub workload: WorkloadInfo,
@@ -85,7 +86,7 @@ pub struct Graph {
     pub losses: GraphLosses,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GraphNode {
     /// `n` and the row id; what edges' `source` and `target` refer to.
     pub id: String,
@@ -111,7 +112,7 @@ pub struct GraphNode {
     pub last_seen: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GraphEdge {
     /// `e` and the row id.
     pub id: String,
@@ -141,7 +142,7 @@ pub struct GraphEdge {
 }
 
 /// A workload's losses with the minutes they happened in, to line them up with gaps in the graph.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GraphLosses {
     /// Sum over every reason and minute.
     pub total: u64,
@@ -151,7 +152,7 @@ pub struct GraphLosses {
     pub by_minute: Vec<LossBucket>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LossBucket {
     /// Start of the minute (RFC 3339).
     pub minute: String,

@@ -64,6 +64,10 @@ impl Daemon {
         if !config.contains("control_socket") {
             config.push_str(&format!("control_socket = \"{}\"\n", dir.join("control.sock").display()));
         }
+        // Its own API port (chosen by the kernel; the daemon prints it), for the same reason.
+        if !config.contains("listen") {
+            config.push_str("listen = \"127.0.0.1:0\"\n");
+        }
         // Its own pinned enforcement state too (removed when the test is done: unpinning detaches).
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/stance-test-{}-{}", std::process::id(), nanos()));
         config.push_str(&format!("pin_dir = \"{}\"\n", pin_dir.display()));
@@ -107,6 +111,15 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// The API's URL and token, from the daemon's start-up line.
+    pub fn api(&mut self) -> (String, String) {
+        let line = self.wait_for_line("  api: listening on ", Duration::from_secs(5));
+        let rest = line.trim_start().trim_start_matches("api: listening on ");
+        let (url, tail) = rest.split_once(" (token in ").expect("api line");
+        let token = std::fs::read_to_string(tail.trim_end_matches(')')).expect("token file");
+        (url.to_owned(), token.trim().to_owned())
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,689 @@
+//! The REST API against a real listening server.
+//!
+//! Most tests serve the real router on a loopback port over a real SQLite file, with the real
+//! enforcement actor in front of a recording enforcer (this host has no BPF-LSM): auth, every
+//! endpoint, every class of bad input, TLS. The last one runs the real daemon (root): a workload
+//! observed for real, switched to audit through the API, and its would-deny read back through the
+//! API and through `stance events --server`.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use stance::{
+    api::{self, auth, metrics::Sources, ApiState, Listener},
+    config::TlsFiles,
+    control::actor::{self, Actor, Enforcement},
+    enforce::{Backend, EnforceError, Modes, Policy, Status},
+    model::{
+        Batch, CgroupObs, EdgeKey, EdgeKind, EdgeStats, Identity, LossObs, LossReason, NodeKind, NodeRef,
+        WorkloadKind,
+    },
+    pipeline::ReaderStats,
+    store::{Store, VerdictRecord},
+};
+use tokio::sync::{mpsc, watch};
+
+use common::{stance, workload, Daemon, TempDir, STANCE};
+
+const T0: i64 = 1_700_000_000_000_000_000;
+
+/// What the recording enforcer was asked, and whether it refuses.
+#[derive(Default)]
+struct Recorded {
+    applied: Vec<(String, Modes)>,
+    refuse: bool,
+}
+
+struct FakeEnforcer(Arc<Mutex<Recorded>>);
+
+impl Enforcement for FakeEnforcer {
+    fn apply(
+        &mut self,
+        workload: &str,
+        _: u32,
+        _: &[u64],
+        _: &Policy,
+        modes: Modes,
+    ) -> Result<u32, EnforceError> {
+        let mut r = self.0.lock().unwrap();
+        if r.refuse {
+            return Err(EnforceError::TooLarge {
+                workload: workload.into(),
+                what: "file rules",
+                needed: 2,
+                free: 1,
+            });
+        }
+        r.applied.push((workload.to_owned(), modes));
+        Ok(r.applied.len() as u32)
+    }
+    fn add_cgroup(&mut self, _: u32, _: u64) -> Result<(), EnforceError> {
+        Ok(())
+    }
+    fn release(&mut self, _: u32) -> Result<(), EnforceError> {
+        Ok(())
+    }
+}
+
+fn identity(name: &str) -> Identity {
+    Identity { name: name.into(), kind: WorkloadKind::Launched, ..Identity::host() }
+}
+
+fn edge(
+    w: &str,
+    kind: EdgeKind,
+    source: &str,
+    target: (NodeKind, &str),
+    access: &str,
+    at: i64,
+) -> (EdgeKey, EdgeStats) {
+    (
+        EdgeKey {
+            workload: w.into(),
+            kind,
+            source: NodeRef::new(NodeKind::Executable, source),
+            target: NodeRef::new(target.0, target.1),
+            access: access.into(),
+            result: "ok".into(),
+        },
+        EdgeStats { count: 3, first_seen: at, last_seen: at + 1_000_000_000 },
+    )
+}
+
+/// Two workloads: `web` (an exec, a file, a connect, losses, a would-deny and a deny) and `idle`.
+async fn seed(store: &Store) {
+    let batch = Batch {
+        cgroups: vec![
+            CgroupObs { cgroup_id: 101, path: "/stance/web".into(), identity: identity("web"), seen_at: T0 },
+            CgroupObs {
+                cgroup_id: 102,
+                path: "/stance/idle".into(),
+                identity: identity("idle"),
+                seen_at: T0,
+            },
+        ],
+        edges: vec![
+            edge("web", EdgeKind::Exec, "/bin/sh", (NodeKind::Executable, "/usr/bin/curl"), "", T0),
+            edge("web", EdgeKind::Open, "/usr/bin/curl", (NodeKind::File, "/etc/hosts"), "read", T0),
+            edge(
+                "web",
+                EdgeKind::Connect,
+                "/usr/bin/curl",
+                (NodeKind::Endpoint, "10.0.0.1:443/tcp"),
+                "tcp",
+                T0,
+            ),
+        ],
+        executables: vec![],
+        losses: vec![LossObs {
+            workload: Some("web".into()),
+            reason: LossReason::RingbufFull,
+            count: 7,
+            at: T0,
+        }],
+    };
+    store.write_batch(&batch).await.unwrap();
+    let id = store.workload_enforcement("web").await.unwrap().id;
+    let verdict = |deny: bool, object: &str, at: i64| VerdictRecord {
+        workload_id: id,
+        domain: stance::enforce::Domain::Network,
+        deny,
+        object: object.into(),
+        actor: "/usr/bin/curl".into(),
+        pid: 42,
+        tid: 42,
+        cgroup_id: 101,
+        at,
+        truncated: false,
+        send: false,
+    };
+    store
+        .write_verdicts(&[
+            verdict(false, "10.0.0.2:80/tcp", T0 + 120_000_000_000),
+            verdict(true, "10.0.0.3:22/tcp", T0 + 180_000_000_000),
+        ])
+        .await
+        .unwrap();
+}
+
+fn available_status() -> Status {
+    Status {
+        process: Backend::BpfLsm,
+        file: Backend::BpfLsm,
+        network: Backend::CgroupSockAddr,
+        capabilities: Backend::Unavailable("no capability hook in this test".into()),
+        adopted: 0,
+        notes: vec![],
+    }
+}
+
+/// The router on a loopback port, over `dir/stance.db`.
+struct Server {
+    url: String,
+    token: String,
+    db: PathBuf,
+    recorded: Arc<Mutex<Recorded>>,
+    stop: watch::Sender<bool>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(dir: &Path, tls: Option<TlsFiles>) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let db = dir.join("stance.db");
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let (stop, stop_rx) = watch::channel(false);
+        let web = dir.join("web");
+        std::fs::create_dir_all(&web).unwrap();
+        std::fs::write(web.join("index.html"), "<!doctype html><title>Stance</title>").unwrap();
+        let (url, token) = rt.block_on(async {
+            let store = Store::open(&db).await.unwrap();
+            seed(&store).await;
+            let enforcer = Box::new(FakeEnforcer(recorded.clone())) as Box<dyn Enforcement>;
+            // The cgroup mount only matters for which cgroups are live; none of these are.
+            let actor = Actor::new(store.clone(), Some(enforcer), available_status(), dir.to_owned());
+            let (handle, commands) = actor::channel();
+            let (sightings_tx, sightings) = mpsc::channel(1);
+            tokio::spawn(async move {
+                actor.run(commands, sightings).await;
+                drop(sightings_tx);
+            });
+            let token = auth::load_or_create(&auth::token_path(&db)).unwrap();
+            let sources =
+                Sources::new(db.clone(), vec![], available_status(), Arc::new(ReaderStats::default()), None);
+            let state = ApiState {
+                store: Store::open_read_only(&db).await.unwrap(),
+                control: Some(handle),
+                token: Arc::new(token),
+                metrics: Arc::new(sources),
+            };
+            let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), tls.as_ref()).await.unwrap();
+            let url = listener.url();
+            let token = state.token.as_str().to_owned();
+            tokio::spawn(listener.serve(api::router(state, &web), stop_rx));
+            (url, token)
+        });
+        Server { url, token, db, recorded, stop, rt }
+    }
+
+    fn state(&self, name: &str) -> Modes {
+        let db = self.db.clone();
+        let name = name.to_owned();
+        self.rt.block_on(async move {
+            Store::open_read_only(&db).await.unwrap().workload_enforcement(&name).await.unwrap().modes
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// (status, body as JSON or as a string)
+fn send(method: &str, url: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> (u16, Value) {
+    let agent = agent();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some((ct, _)) = body {
+        req = req.header("Content-Type", ct);
+    }
+    let req = req.body(body.map(|(_, b)| b.to_vec()).unwrap_or_default()).unwrap();
+    let mut resp = agent.run(req).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn get(s: &Server, path: &str) -> (u16, Value) {
+    send("GET", &format!("{}{path}", s.url), Some(&s.token), None)
+}
+
+fn put_json(s: &Server, path: &str, body: &[u8]) -> (u16, Value) {
+    send("PUT", &format!("{}{path}", s.url), Some(&s.token), Some(("application/json", body)))
+}
+
+/// A 4xx with the JSON error body and the expected kind.
+fn assert_error(got: (u16, Value), status: u16, kind: &str) -> String {
+    assert_eq!(got.0, status, "{:#}", got.1);
+    assert_eq!(got.1["error"]["kind"], kind, "{:#}", got.1);
+    got.1["error"]["message"].as_str().expect("an error message").to_owned()
+}
+
+#[test]
+fn every_api_request_needs_the_token() {
+    let tmp = TempDir::new("api-auth");
+    let s = Server::start(tmp.path(), None);
+    let mode = std::fs::metadata(auth::token_path(&s.db)).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    for path in [
+        "/api/v1/workloads",
+        "/api/v1/workloads/web/graph",
+        "/api/v1/events",
+        "/api/v1/status",
+        "/api/v1/openapi.json",
+        "/api/v1/nothing",
+    ] {
+        let url = format!("{}{path}", s.url);
+        let msg = assert_error(send("GET", &url, None, None), 401, "unauthorized");
+        assert!(msg.contains("Bearer"), "{msg}");
+        assert_error(send("GET", &url, Some("wrong"), None), 401, "unauthorized");
+        assert_error(send("GET", &url, Some(&format!("{}x", s.token)), None), 401, "unauthorized");
+    }
+    // A mode change without the token changes nothing.
+    let url = format!("{}/api/v1/workloads/web/mode", s.url);
+    assert_error(
+        send("PUT", &url, None, Some(("application/json", br#"{"mode":"audit"}"#))),
+        401,
+        "unauthorized",
+    );
+    assert_eq!(s.state("web"), Modes::default());
+    // Outside /api, no token is needed.
+    assert_eq!(send("GET", &format!("{}/healthz", s.url), None, None).0, 200);
+    assert_eq!(send("GET", &format!("{}/readyz", s.url), None, None).1, json!({"status": "ready"}));
+    assert_eq!(send("GET", &format!("{}/metrics", s.url), None, None).0, 200);
+    let (status, page) = send("GET", &format!("{}/", s.url), None, None);
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<title>Stance</title>"));
+}
+
+#[test]
+fn workloads_graph_events_and_status() {
+    let tmp = TempDir::new("api-read");
+    let s = Server::start(tmp.path(), None);
+
+    let (status, list) = get(&s, "/api/v1/workloads");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["idle", "web"]);
+    let web = &list[1];
+    assert_eq!(web["kind"], "launched");
+    assert_eq!(web["edges"], 3);
+    assert_eq!(
+        web["modes"],
+        json!({"process": "observe", "file": "observe", "network": "observe", "capabilities": "observe"})
+    );
+    assert_eq!(web["losses"]["total"], 7);
+    assert_eq!(web["warnings"][0], "7 observations lost (ringbuf-full: 7): the graph may be incomplete");
+    assert_eq!(list[0]["warnings"], json!([]));
+
+    let (status, one) = get(&s, "/api/v1/workloads/web");
+    assert_eq!((status, &one), (200, web));
+    assert_error(get(&s, "/api/v1/workloads/nope"), 404, "unknown-workload");
+
+    let (status, graph) = get(&s, "/api/v1/workloads/web/graph");
+    assert_eq!(status, 200);
+    let labels: Vec<&str> =
+        graph["nodes"].as_array().unwrap().iter().map(|n| n["label"].as_str().unwrap()).collect();
+    for want in ["web", "/bin/sh", "/usr/bin/curl", "/etc/hosts", "10.0.0.1:443/tcp"] {
+        assert!(labels.contains(&want), "{want} missing from {labels:?}");
+    }
+    let open = graph["edges"].as_array().unwrap().iter().find(|e| e["kind"] == "open").unwrap();
+    assert_eq!(
+        (open["actor"].as_str(), open["count"].as_u64(), open["access"].as_str()),
+        (Some("/usr/bin/curl"), Some(3), Some("read"))
+    );
+    assert_eq!(open["first_seen"], "2023-11-14T22:13:20.000Z");
+    assert_error(get(&s, "/api/v1/workloads/nope/graph"), 404, "unknown-workload");
+
+    // Newest first: deny, would-deny, then the losses' minute.
+    let (status, page) = get(&s, "/api/v1/events");
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> =
+        page["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["deny", "would-deny", "loss"]);
+    assert_eq!(page["next_offset"], Value::Null);
+    assert_eq!(page["events"][2]["count"], 7);
+    assert_eq!(page["events"][2]["reason"], "ringbuf-full");
+    // Paging.
+    let (_, first) = get(&s, "/api/v1/events?limit=2");
+    assert_eq!(first["events"].as_array().unwrap().len(), 2);
+    assert_eq!(first["next_offset"], 2);
+    let (_, second) = get(&s, "/api/v1/events?limit=2&offset=2");
+    assert_eq!(second["events"][0]["kind"], "loss");
+    assert_eq!(second["next_offset"], Value::Null);
+    // Filters: kind, workload, since (an RFC 3339 time, or a duration back).
+    let (_, would) = get(&s, "/api/v1/events?kind=would-deny");
+    assert_eq!(would["events"].as_array().unwrap().len(), 1);
+    assert_eq!(would["events"][0]["object"], "10.0.0.2:80/tcp");
+    let (_, loss) = get(&s, "/api/v1/events?kind=loss&workload=web");
+    assert_eq!(loss["events"].as_array().unwrap().len(), 1);
+    let (_, idle) = get(&s, "/api/v1/events?workload=idle");
+    assert_eq!(idle["events"], json!([]));
+    let (_, late) = get(&s, "/api/v1/events?since=2023-11-14T22:16:00Z");
+    assert_eq!(late["events"].as_array().unwrap().len(), 1, "{late:#}");
+    let (_, recent) = get(&s, "/api/v1/events?since=10m");
+    assert_eq!(recent["events"], json!([]));
+    assert_error(get(&s, "/api/v1/events?workload=nope"), 404, "unknown-workload");
+
+    let (status, st) = get(&s, "/api/v1/status");
+    assert_eq!(status, 200);
+    assert_eq!(
+        st["enforcement"][2],
+        json!({"domain": "network", "available": true, "backend": "cgroup sock_addr programs"})
+    );
+    assert_eq!(st["enforcement"][3]["available"], false);
+}
+
+#[test]
+fn modes_go_through_the_actor_and_are_all_or_nothing() {
+    let tmp = TempDir::new("api-mode");
+    let s = Server::start(tmp.path(), None);
+
+    let (status, reply) =
+        put_json(&s, "/api/v1/workloads/web/mode", br#"{"mode":"audit","domains":["network","file"]}"#);
+    assert_eq!(status, 200, "{reply:#}");
+    assert_eq!(reply["modes"]["network"], "audit");
+    assert_eq!(reply["modes"]["process"], "observe");
+    assert_eq!(reply["revision"], 1);
+    assert_eq!(s.state("web").network, stance::enforce::Mode::Audit);
+    assert_eq!(s.recorded.lock().unwrap().applied.len(), 1);
+
+    // Capabilities cannot be enforced here: a request for every domain changes none.
+    let msg = assert_error(
+        put_json(&s, "/api/v1/workloads/web/mode", br#"{"mode":"enforce"}"#),
+        409,
+        "unavailable",
+    );
+    assert!(msg.contains("no capability hook in this test"), "{msg}");
+    assert_eq!(s.state("web").network, stance::enforce::Mode::Audit);
+    assert_eq!(s.state("web").process, stance::enforce::Mode::Observe);
+
+    // The enforcer refuses: the previous modes stay, in the database too.
+    s.recorded.lock().unwrap().refuse = true;
+    let msg = assert_error(
+        put_json(&s, "/api/v1/workloads/web/mode", br#"{"mode":"enforce","domains":["network"]}"#),
+        422,
+        "rejected",
+    );
+    assert!(msg.contains("does not fit the kernel maps"), "{msg}");
+    assert_eq!(s.state("web").network, stance::enforce::Mode::Audit);
+    s.recorded.lock().unwrap().refuse = false;
+
+    assert_error(
+        put_json(&s, "/api/v1/workloads/nope/mode", br#"{"mode":"audit"}"#),
+        404,
+        "unknown-workload",
+    );
+
+    let (status, reply) = put_json(&s, "/api/v1/workloads/web/mode", br#"{"mode":"observe"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(reply["revision"], Value::Null);
+    assert_eq!(s.state("web"), Modes::default());
+
+    // The mode shows in the list.
+    put_json(&s, "/api/v1/workloads/idle/mode", br#"{"mode":"audit","domains":["process"]}"#);
+    let (_, list) = get(&s, "/api/v1/workloads");
+    assert_eq!(list[0]["modes"]["process"], "audit");
+    let (_, metrics) = send("GET", &format!("{}/metrics", s.url), None, None);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(metrics.contains("stance_workloads{domain=\"process\",mode=\"audit\"} 1"), "{metrics}");
+}
+
+#[test]
+fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
+    let tmp = TempDir::new("api-bad");
+    let s = Server::start(tmp.path(), None);
+    let mode_url = format!("{}/api/v1/workloads/web/mode", s.url);
+    let put = |ct: &str, body: &[u8]| send("PUT", &mode_url, Some(&s.token), Some((ct, body)));
+
+    // Malformed JSON, wrong types, unknown values and fields.
+    for body in [
+        &b"{\"mode\":"[..],
+        b"not json",
+        b"",
+        b"[]",
+        b"{\"mode\":1}",
+        b"{\"mode\":\"block\"}",
+        b"{\"mode\":\"audit\",\"domains\":\"network\"}",
+        b"{\"mode\":\"audit\",\"domains\":[\"disk\"]}",
+        b"{\"mode\":\"audit\",\"colour\":1}",
+        b"{}",
+    ] {
+        assert_error(put("application/json", body), 400, "bad-request");
+    }
+    // Invalid UTF-8 in the body, the path and the query.
+    assert_error(put("application/json", b"{\"mode\":\"aud\xffit\"}"), 400, "bad-request");
+    assert_error(get(&s, "/api/v1/workloads/%FF%FE/graph"), 400, "bad-request");
+    assert_error(get(&s, "/api/v1/events?workload=%FF"), 400, "bad-request");
+    // Wrong content type, oversized body.
+    assert_error(put("text/plain", br#"{"mode":"audit"}"#), 415, "unsupported-media-type");
+    let mut big = br#"{"mode":"audit","domains":["network"],"pad":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', api::MAX_BODY_BYTES + 1));
+    big.extend(b"\"}");
+    assert_error(put("application/json", &big), 413, "payload-too-large");
+    // Query parameters: wrong types, out of range, unknown.
+    for q in [
+        "limit=ten",
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "offset=100001",
+        "kind=allow",
+        "since=yesterday",
+        "colour=red",
+    ] {
+        assert_error(get(&s, &format!("/api/v1/events?{q}")), 400, "bad-request");
+    }
+    // Unknown endpoints and methods.
+    assert_error(get(&s, "/api/v1/nothing"), 404, "not-found");
+    assert_error(get(&s, "/api/v2/workloads"), 404, "not-found");
+    assert_error(
+        send("POST", &format!("{}/api/v1/workloads", s.url), Some(&s.token), None),
+        405,
+        "bad-request",
+    );
+    // None of it reached the actor or the database.
+    assert!(s.recorded.lock().unwrap().applied.is_empty());
+    assert_eq!(s.state("web"), Modes::default());
+    // And the server still answers.
+    assert_eq!(get(&s, "/api/v1/workloads").0, 200);
+}
+
+#[test]
+fn policy_in_every_format() {
+    let tmp = TempDir::new("api-policy");
+    let s = Server::start(tmp.path(), None);
+    let (status, native) = get(&s, "/api/v1/workloads/web/policy");
+    assert_eq!(status, 200, "{native:#}");
+    assert_eq!((native["format"].as_str(), native["output"].as_str()), (Some("native"), Some("json")));
+    let body: Value = serde_json::from_str(native["content"].as_str().unwrap()).unwrap();
+    assert!(body.to_string().contains("/etc/hosts"), "{body:#}");
+    assert!(body.to_string().contains("10.0.0.1"), "{body:#}");
+    for format in ["kubearmor", "cilium", "networkpolicy"] {
+        let (status, doc) = get(&s, &format!("/api/v1/workloads/web/policy?format={format}"));
+        assert_eq!(status, 200, "{format}: {doc:#}");
+        assert_eq!(doc["media_type"], "application/yaml");
+        assert!(doc["content"].as_str().unwrap().contains("kind: "), "{format}: {doc:#}");
+        let (_, json_doc) = get(&s, &format!("/api/v1/workloads/web/policy?format={format}&output=json"));
+        let parsed: Value = serde_json::from_str(json_doc["content"].as_str().unwrap()).unwrap();
+        assert!(parsed["kind"].is_string(), "{format}");
+    }
+    let (_, cilium) = get(&s, "/api/v1/workloads/web/policy?format=cilium");
+    assert!(cilium["content"].as_str().unwrap().contains("10.0.0.1/32"), "{cilium:#}");
+    // A launched workload is no host: the host policy format refuses it, with a reason.
+    let msg = assert_error(get(&s, "/api/v1/workloads/web/policy?format=kubearmor-host"), 400, "bad-request");
+    assert!(msg.contains("kubearmor-host"), "{msg}");
+    let msg = assert_error(get(&s, "/api/v1/workloads/web/policy?format=selinux"), 400, "bad-request");
+    assert!(msg.starts_with("unknown policy format 'selinux'"), "{msg}");
+    assert_error(get(&s, "/api/v1/workloads/web/policy?output=xml"), 400, "bad-request");
+    assert_error(get(&s, "/api/v1/workloads/nope/policy"), 404, "unknown-workload");
+}
+
+#[test]
+fn openapi_covers_every_endpoint() {
+    let tmp = TempDir::new("api-openapi");
+    let s = Server::start(tmp.path(), None);
+    let (status, doc) = get(&s, "/api/v1/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc, serde_json::from_str::<Value>(&api::openapi_json()).unwrap());
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/workloads", "get"),
+        ("/api/v1/workloads/{name}", "get"),
+        ("/api/v1/workloads/{name}/graph", "get"),
+        ("/api/v1/workloads/{name}/mode", "put"),
+        ("/api/v1/workloads/{name}/policy", "get"),
+        ("/api/v1/events", "get"),
+        ("/api/v1/status", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["Graph"].is_object());
+    assert!(doc["components"]["schemas"]["ModeRequest"].is_object());
+}
+
+#[test]
+fn tls_when_a_certificate_is_configured() {
+    let tmp = TempDir::new("api-tls");
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let s = Server::start(tmp.path(), Some(TlsFiles { cert: cert.clone(), key: key.clone() }));
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+
+    let pem = std::fs::read(&cert).unwrap();
+    let root = ureq::tls::Certificate::from_pem(&pem).unwrap();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])))
+        .build();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into();
+    let mut resp = agent
+        .get(&format!("{}/api/v1/workloads", s.url))
+        .header("Authorization", &format!("Bearer {}", s.token))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.body_mut().read_to_string().unwrap().contains("\"web\""));
+    // Plain HTTP to the TLS port gets nothing useful.
+    let plain = agent.get(&s.url.replace("https://", "http://")).call();
+    assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
+
+    // A key that does not load is reported, not served.
+    std::fs::write(&key, "not a key").unwrap();
+    let err =
+        s.rt.block_on(Listener::bind("127.0.0.1:0".parse().unwrap(), Some(&TlsFiles { cert, key })))
+            .err()
+            .unwrap();
+    assert!(err.to_string().starts_with("cannot load the TLS certificate"), "{err}");
+}
+
+#[test]
+fn the_real_daemon_serves_what_it_observes_and_audits_through_the_api() {
+    let tmp = TempDir::new("api-daemon");
+    let mut daemon = Daemon::start(tmp.path(), "");
+    let (url, token) = daemon.api();
+    let name = workload("api");
+    let st = Command::new(STANCE)
+        .args(["launch", "--workload", &name, "--", "/bin/cat", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let auth = |path: &str| send("GET", &format!("{url}{path}"), Some(&token), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let graph = loop {
+        let (status, g) = auth(&format!("/api/v1/workloads/{name}/graph"));
+        if status == 200 && g["nodes"].as_array().unwrap().iter().any(|n| n["label"] == "/etc/hostname") {
+            break g;
+        }
+        assert!(std::time::Instant::now() < deadline, "never observed: {g:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(graph["nodes"].as_array().unwrap().iter().any(|n| n["label"] == "/usr/bin/cat"));
+
+    // Audit network (this host's cgroup fallback); a connect to a port never seen is a would-deny.
+    let (status, reply) = send(
+        "PUT",
+        &format!("{url}/api/v1/workloads/{name}/mode"),
+        Some(&token),
+        Some(("application/json", br#"{"mode":"audit","domains":["network"]}"#)),
+    );
+    assert_eq!(status, 200, "{reply:#}");
+    assert_eq!(reply["modes"]["network"], "audit");
+    let (status, _) = send(
+        "PUT",
+        &format!("{url}/api/v1/workloads/{name}/mode"),
+        Some(&token),
+        Some(("application/json", br#"{"mode":"audit"}"#)),
+    );
+    assert_eq!(status, 409, "process/file/capabilities cannot be audited on this host");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = format!(
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)\nprint('connected')"
+    );
+    let out = Command::new(STANCE)
+        .args(["launch", "--workload", &name, "--", "/usr/bin/python3", "-c", &connect])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected", "audit lets it through");
+    let object = format!("127.0.0.1:{port}/tcp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = auth(&format!("/api/v1/events?workload={name}&kind=would-deny"));
+        if page["events"].as_array().unwrap().iter().any(|e| e["object"] == object.as_str()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no would-deny: {page:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The CLI reads the same through --server (token from the file beside --db).
+    let db = daemon.db.to_str().unwrap().to_owned();
+    let out = stance(&["events", "--server", &url, "--db", &db, "--workload", &name, "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(events[0]["kind"], "would-deny");
+    assert_eq!(events[0]["object"], object.as_str());
+    let out = stance(&["workloads", "--server", &url, "--db", &db]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+    let out = stance(&["graph", &name, "--server", &url, "--db", &db, "-o", "json"]);
+    let via_api: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offline: Value = common::stance_json(&["graph", &name, "--db", &db, "-o", "json"]);
+    assert_eq!(via_api["nodes"], offline["nodes"]);
+    let out = stance(&["graph", "nope", "--server", &url, "--db", &db]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "stance: unknown workload 'nope' (see `stance workloads`)"
+    );
+    let out = stance(&["workloads", "--server", &url, "--token-file", "/nonexistent"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("stance: cannot read the API token file /nonexistent"));
+
+    let (status, _) = send(
+        "PUT",
+        &format!("{url}/api/v1/workloads/{name}/mode"),
+        Some(&token),
+        Some(("application/json", br#"{"mode":"observe"}"#)),
+    );
+    assert_eq!(status, 200);
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
