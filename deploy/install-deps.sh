@@ -8,9 +8,10 @@ set -euo pipefail
 # VM tier (enforcement tests on Debian kernels): qemu, busybox-static, cpio.
 # Tests: python3 drives scenario workloads; graphviz checks DOT output; util-linux has setpriv.
 # Dashboard: nodejs and npm build web/; chromium (driven by playwright-core) runs the browser test.
+# Recommender quality (host replay test and VM scenario 41): real servers and their clients.
 PKGS=(clang-19 llvm-19 libbpf-dev bpftool libclang-19-dev pkg-config gcc libc6-dev make
       qemu-system-x86 busybox-static cpio python3 iproute2 procps util-linux graphviz ca-certificates
-      chromium chromium-driver)
+      chromium chromium-driver nginx-light redis-server redis-tools memcached curl)
 # A node that ships its own npm (e.g. another distribution of nodejs) is used as it is: Debian's npm
 # package would conflict with it.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
@@ -25,8 +26,18 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # The servers are only ever started by the tests: their packages must not start services
+    # (policy-rc.d 101 = "not allowed"), unless the machine already has its own policy.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$own_policy" ] || { rm -f /usr/sbin/policy-rc.d; trap - EXIT; }
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -136,6 +136,20 @@ pub fn is_random(component: &str) -> bool {
             return true;
         }
     }
+    // Temp-file names that carry the writer's pid: `temp-588.rdb` (redis), `tmp.1234`, `tmp_42`. A
+    // pid has any number of digits (a small one on a fresh host or in a container), so the length
+    // rule of random_run does not catch them.
+    let lower = component.to_ascii_lowercase();
+    for prefix in ["temp", "tmp"] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            let mut chars = rest.chars();
+            if matches!(chars.next(), Some('-' | '_' | '.'))
+                && chars.as_str().split('.').next().is_some_and(all_digits)
+            {
+                return true;
+            }
+        }
+    }
     component.split(|c: char| !c.is_ascii_alphanumeric() && c != '+').any(random_run)
 }
 
@@ -549,6 +563,10 @@ pub(super) mod tests {
             "QmFzZTY0RW5jb2RlZFN0cmluZw1",
             "2024-05-01.log",
             "a*b",
+            "temp-588.rdb",
+            "temp-9.rdb",
+            "tmp.42",
+            "TMP_7",
         ] {
             assert!(is_random(random), "{random}");
         }
@@ -563,6 +581,8 @@ pub(super) mod tests {
             "tty1",
             "accede",
             "6.1.0-50-cloud-amd64",
+            "temp-files",
+            "tmp.d",
         ] {
             assert!(!is_random(chosen), "{chosen}");
         }

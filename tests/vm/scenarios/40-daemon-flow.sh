@@ -1,11 +1,11 @@
 #!/bin/sh
 # The whole enforcement flow through the product: `stance run`, `stance launch`, `stance graph`,
-# `stance mode`, `stance events`; the policy is what the daemon compiles from the observed graph.
+# `stance mode`, `stance events`, `stance policy`; the policy is the recommender's latest version.
 #
 #  1. observe: a normal run of workload `flow` (reads two files, writes one, runs a binary, connects
 #     to a local TCP port, sends a UDP datagram with sendto, no raw socket) reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
-#     stored as a would-deny event;
+#     stored as a would-deny event, which becomes a proposal that `stance policy accept` adopts;
 #  3. enforce: the same normal run succeeds completely; then each forbidden action (a file never
 #     read, a write to a file only read, exec of /bin/sh, another port, sendto another address, a
 #     raw socket) fails with EPERM inside the workload and works outside it, and the stored deny
@@ -57,8 +57,14 @@ run_inside $W 0 $NORMAL read $D/new
 wait_event $W would-deny "file $D/new $FW"
 echo "file $D/new $FW" >/tmp/flow-would-deny
 expect_events $W would-deny /tmp/flow-would-deny
-# Allowed in audit, so observed: the enforce policy compiled next includes it.
 wait_graph $W $D/new
+# The would-deny is a proposed addition to the recommended policy, never applied silently: it is
+# adopted with `stance policy accept`, and the enforce below loads the version that holds it.
+# Without --explain, the proposals are the only objects with an "id".
+pid=$(stance policy $W --db "$DB" -o json | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -n 1)
+[ -n "$pid" ] || fail "no proposed addition for the audit's would-deny: $(stance policy $W --db "$DB" -o json)"
+out=$(stance policy accept $W "$pid" --db "$DB" 2>&1) || fail "stance policy accept $W $pid: $out"
+ok "stance policy accept $W $pid: $out"
 
 echo "== 3. enforce"
 mode $W enforce
