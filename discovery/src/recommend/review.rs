@@ -61,8 +61,13 @@ pub async fn review(
     let graph = store.graph(workload).await?;
     let current = current(store, &graph, fs).await?;
     let latest = store.policy_version(workload, None).await?;
+    // Once a domain is in audit or enforce, what the workload does beyond its policy comes back as
+    // would-deny / deny events, offered below as proposals for `stance policy accept`. Folding that
+    // behaviour into a new version here would adopt it silently (`stance mode` loads the latest
+    // version), so versions are only recommended from behaviour while the workload is observed.
+    let frozen = !store.workload_enforcement(workload).await?.modes.is_observe_only();
     let (version, created) = match latest {
-        Some(v) if v.policy == current.policy => (v, false),
+        Some(v) if v.policy == current.policy || frozen => (v, false),
         _ => {
             let number = write_recommended(store, workload, &current).await?;
             (stored(store, workload, number).await?, true)
