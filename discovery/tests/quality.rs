@@ -84,7 +84,9 @@ fn nginx_argv(dir: &Path, _port: u16) -> Vec<String> {
 fn nginx_exercise(_dir: &Path, port: u16, round: u32) {
     // Each round asks for a different half of the pages: a second run reads pages the first never did.
     let mut paths: Vec<String> = vec!["/".into(), "/index.html".into(), "/missing.html".into()];
-    paths.extend((0..PAGES).filter(|i| (*i as u32 + round).is_multiple_of(2)).map(|i| format!("/page{i}.html")));
+    paths.extend(
+        (0..PAGES).filter(|i| (*i as u32 + round).is_multiple_of(2)).map(|i| format!("/page{i}.html")),
+    );
     for p in paths {
         let out = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -23,7 +23,7 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, watch},
 };
-use tracing::{debug, error, warn};
+use tracing::{error, warn};
 
 use crate::store::{Store, VerdictRecord};
 
@@ -85,7 +85,7 @@ where
             match decode(&item) {
                 Ok(v) => batch.push(v),
                 Err(e) => {
-                    debug!(error = %e, "malformed verdict record");
+                    warn!(error = %e, "malformed verdict record");
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -96,8 +96,12 @@ where
         tokio::select! {
             guard = afd.readable_mut() => {
                 let mut guard = guard?;
-                let batch = take_all(guard.get_inner_mut());
+                // Readiness is cleared before draining, never after: the kernel wakes the reader only
+                // for a record written when the reader had caught up, and a record that lands
+                // between the end of a drain and a later clear would lose that one wakeup, leaving
+                // every following record unread (the consumer position no longer catches up).
                 guard.clear_ready();
+                let batch = take_all(guard.get_inner_mut());
                 if batch.is_empty() {
                     continue;
                 }

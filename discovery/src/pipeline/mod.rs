@@ -129,8 +129,10 @@ pub async fn run_reader(
         tokio::select! {
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(PipelineError::RingBuf)?;
-                drain(guard.get_inner_mut());
+                // Clear before draining: a record landing after the drain would otherwise have its
+                // wakeup cleared away (the drain timer below would still pick it up, 50 ms late).
                 guard.clear_ready();
+                drain(guard.get_inner_mut());
             }
             _ = tick.tick() => drain(afd.get_mut()),
             _ = stop.changed() => break,

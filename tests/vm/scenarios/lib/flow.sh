@@ -133,7 +133,12 @@ wait_event() {
     i=0
     until events "$1" "$2" | grep -Fxq "$3"; do
         i=$((i + 1))
-        [ "$i" -gt 150 ] && { events "$1" "$2"; fail "no $2 event of $1: $3"; }
+        [ "$i" -gt 150 ] && {
+            events "$1" "$2"
+            echo "--- stance events (every workload and kind):"
+            stance events --db "$DB" --limit 50 2>&1
+            fail "no $2 event of $1: $3"
+        }
         sleep 0.2
     done
     ok "$2 event of $1: $3"
