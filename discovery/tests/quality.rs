@@ -227,21 +227,40 @@ fn wait_port(port: u16, server: &mut Child, name: &str) {
     }
 }
 
+/// A server under `stance launch`: stopped (SIGTERM to launch, which forwards it) even when the test
+/// fails half-way, so a failing run never leaves a server behind.
+struct Launched(Option<Child>);
+
+impl Launched {
+    fn stop(&mut self) -> std::process::Output {
+        let child = self.0.take().expect("stopped once");
+        // SAFETY: kill on the pid of a child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
 /// One run of a server in workload `w`: start under `stance launch`, serve a client session, stop.
 fn run_once(s: &Server, w: &str, dir: &Path, port: u16, round: u32) {
-    let mut child = Command::new(STANCE)
+    let child = Command::new(STANCE)
         .args(["launch", "--workload", w, "--"])
         .args((s.argv)(dir, port))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_port(port, &mut child, s.name);
+    let mut server = Launched(Some(child));
+    wait_port(port, server.0.as_mut().unwrap(), s.name);
     (s.exercise)(dir, port, round);
-    // SIGTERM to `stance launch` (ours, by pid), which forwards it to the server.
-    // SAFETY: kill on the pid of a child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = server.stop();
     // 0, or 128+SIGTERM where the server dies of the signal rather than exiting.
     let code = out.status.code().unwrap_or(-1);
     assert!(
