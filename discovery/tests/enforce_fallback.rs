@@ -9,12 +9,15 @@
 use std::{
     collections::BTreeSet,
     net::{TcpListener, UdpSocket},
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::TestCgroup;
 use stance::enforce::{
     pin::PinLayout,
     policy::{NetRule, Policy},
@@ -29,27 +32,6 @@ impl Drop for PinGuard {
     fn drop(&mut self) {
         let _ = PinLayout::new(&self.0).remove_all();
         let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-struct TestCgroup {
-    dir: PathBuf,
-    id: u64,
-}
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let mount = stance::identity::cgroup2_mount().unwrap();
-        let dir = mount.join(format!("stance-test-enforce-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let id = std::fs::metadata(&dir).unwrap().ino();
-        TestCgroup { dir, id }
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -129,18 +111,7 @@ impl Ports {
             .arg(self.tcp_denied.to_string())
             .arg(self.udp_ok.to_string());
         if let Some(dir) = cgroup {
-            let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-            // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                    Ok(())
-                })
-            };
+            common::enter_cgroup_on_exec(&mut cmd, dir);
         }
         let out = cmd.output().expect("python3 runs");
         assert!(out.status.success(), "probe failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -195,7 +166,7 @@ fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
     assert!(status.to_string().contains("file: enforcement unavailable: "), "{status}");
 
     let ports = Ports::new();
-    let cg = TestCgroup::new("fallback");
+    let cg = TestCgroup::new("enforce-fallback");
     let rev = enf.apply("fallback-test", 41, &[cg.id], &ports.policy(), network_modes()).unwrap();
     assert!(rev > 0);
 
@@ -257,7 +228,7 @@ fn network_falls_back_to_cgroup_sock_addr_and_decides_inside_the_cgroup_only() {
 fn pinned_enforcement_outlives_the_enforcer_and_is_adopted() {
     let (opts, _pins) = options("adopt");
     let ports = Ports::new();
-    let cg = TestCgroup::new("adopt");
+    let cg = TestCgroup::new("enforce-adopt");
     let (mut enf, _) = Enforcer::start(&opts).unwrap();
     // One enforcer per pinned state.
     let second = Enforcer::start(&opts).map(|_| ()).unwrap_err();
@@ -299,7 +270,7 @@ fn pinned_enforcement_outlives_the_enforcer_and_is_adopted() {
 fn a_policy_too_large_fails_loudly_and_keeps_the_previous_one() {
     let (opts, _pins) = options("large");
     let ports = Ports::new();
-    let cg = TestCgroup::new("large");
+    let cg = TestCgroup::new("enforce-large");
     let (mut enf, _) = Enforcer::start(&opts).unwrap();
     enf.apply("large-test", 9, &[cg.id], &ports.policy(), network_modes()).unwrap();
     let huge = Policy {

@@ -204,3 +204,61 @@ pub fn labels(g: &serde_json::Value, kind: &str) -> Vec<String> {
 pub fn edges_to<'a>(g: &'a serde_json::Value, label: &str) -> Vec<&'a serde_json::Value> {
     g["edges"].as_array().unwrap().iter().filter(|e| e["target_label"] == label).collect()
 }
+
+/// A fresh cgroup under the cgroup2 mount, removed (with any child cgroups a test made in it) on drop.
+/// Each one gets its own name, so a retried run never shares a cgroup id with the one before it.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    pub id: u64,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> TestCgroup {
+        let mount = stance::identity::cgroup2_mount().unwrap();
+        let dir = mount.join(format!("stance-test-{tag}-{}-{}", std::process::id(), nanos()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dir).unwrap());
+        TestCgroup { dir, id }
+    }
+
+    /// Spawns `cmd` so that it is inside the cgroup before its first instruction.
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        enter_cgroup_on_exec(cmd, &self.dir);
+        cmd.spawn().unwrap()
+    }
+}
+
+/// Makes `cmd` join the cgroup at `dir` between fork and exec, so its first instruction runs there.
+pub fn enter_cgroup_on_exec(cmd: &mut Command, dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        })
+    };
+}
+
+/// cgroupfs directories go with rmdir only (their files cannot be unlinked), children first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.dir);
+    }
+}
