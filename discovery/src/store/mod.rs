@@ -155,6 +155,25 @@ pub struct Store {
     pool: SqlitePool,
 }
 
+/// Whether this process may read (and, with `write`, write) the file at `path`, asked without
+/// opening it. Opening and closing a database file outside SQLite would be a bug here: closing any
+/// descriptor of a file drops every POSIX lock the process holds on it, so another Store of this
+/// process (the daemon's own connection) would silently lose the shared lock that keeps other
+/// processes from deleting the WAL it is still appending to; its later commits would then be
+/// invisible to every reader until it closed.
+fn check_access(path: &Path, write: bool) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mode = if write { libc::R_OK | libc::W_OK } else { libc::R_OK };
+    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the daemon's database and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store> {
@@ -164,15 +183,23 @@ impl Store {
             // local user to read. An existing directory keeps the mode its owner chose.
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(not_writable)?;
         }
-        // SQLite reports an unopenable file as a bare "unable to open database file"; opening it
-        // ourselves first gets the operating system's reason (permission, read-only filesystem).
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(not_writable)?;
+        // SQLite reports an unopenable file as a bare "unable to open database file"; asking the
+        // kernel ourselves first gets the operating system's reason (permission, read-only
+        // filesystem). Only a missing file is created (and closed) here: see `check_access`.
+        match check_access(path, true) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map(drop)
+                    .or_else(|e| if e.kind() == io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+                    .map_err(not_writable)?;
+            }
+            Err(e) => return Err(not_writable(e)),
+        }
 
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -228,14 +255,9 @@ impl Store {
     }
 
     async fn open_existing(path: &Path, read_only: bool) -> Result<Store> {
-        // Opening the file ourselves tells a missing database (the daemon never ran, or --db is wrong)
-        // and an unreadable one apart, which SQLite reports alike.
-        let opened = if read_only {
-            std::fs::File::open(path)
-        } else {
-            std::fs::OpenOptions::new().read(true).write(true).open(path)
-        };
-        if let Err(source) = opened {
+        // Asking the kernel ourselves tells a missing database (the daemon never ran, or --db is
+        // wrong) and an unreadable one apart, which SQLite reports alike.
+        if let Err(source) = check_access(path, !read_only) {
             return Err(match source.kind() {
                 io::ErrorKind::NotFound => StoreError::NoDatabase { path: path.to_owned() },
                 _ if read_only => StoreError::NotReadable { path: path.to_owned(), source },

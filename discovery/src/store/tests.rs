@@ -304,6 +304,50 @@ async fn reader_sees_commits_while_the_writer_runs() {
     store.close().await;
 }
 
+/// What another process sees: a fresh SQLite connection in python3 counts the graph's edges, then
+/// closes, and (as a connection that can write) deletes the WAL on close if it believes it is the
+/// last connection to the file.
+fn edges_seen_by_another_process(path: &Path) -> i64 {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('SELECT count(*) FROM edges').fetchone()[0]); c.close()")
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The daemon opens further stores on its own file (the API's reader) while its writer holds the
+/// WAL. Opening one must not cost the writer its locks: another process closing its connection
+/// would then take the file for its own, checkpoint, and delete the WAL the writer still appends
+/// to, and every later commit would be invisible to new readers until the daemon stopped.
+#[tokio::test]
+async fn other_stores_of_the_process_leave_the_writers_locks_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stance.db");
+    let store = Store::open(&path).await.unwrap();
+    store.write_batch(&web_batch()).await.unwrap();
+    let reader = Store::open_read_only(&path).await.unwrap();
+    let review = Store::open_for_review(&path).await.unwrap();
+    assert_eq!(edges_seen_by_another_process(&path), 5);
+    for (i, file) in ["/etc/passwd", "/etc/group"].into_iter().enumerate() {
+        let at = T0 + (9 + i as i64) * SEC;
+        store
+            .write_batch(&edges_only(vec![open_edge("web", "/usr/bin/cat", file, 1, (at, at))]))
+            .await
+            .unwrap();
+        assert_eq!(
+            edges_seen_by_another_process(&path),
+            6 + i as i64,
+            "commit {i} is visible to a new reader"
+        );
+    }
+    review.close().await;
+    reader.close().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn reader_opens_a_database_whose_writer_has_gone() {
     let dir = tempfile::tempdir().unwrap();

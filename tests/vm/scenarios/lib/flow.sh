@@ -14,6 +14,21 @@ PINS=/sys/fs/bpf/stance
 
 fail() {
     echo "FAIL: $*"
+    # The daemon's counters, then its stop report: what it received, dropped or could not store.
+    if [ -n "$D_PID" ] && [ -f /tmp/api.token ] && command -v curl >/dev/null; then
+        echo "--- metrics:"
+        curl -s -H "Authorization: Bearer $(cat /tmp/api.token)" http://127.0.0.1:7070/metrics | grep -E '^stance_(verdict|enforce|events)' | head -n 30
+    fi
+    if [ -n "$D_PID" ]; then
+        kill -TERM "$D_PID" 2>/dev/null
+        i=0
+        while kill -0 "$D_PID" 2>/dev/null && [ "$i" -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        echo "--- stance events after the daemon stopped:"
+        stance events --db "$DB" --limit 20 2>&1
+    fi
     for f in "$D_OUT" "$D_ERR"; do
         [ -f "$f" ] && { echo "--- $f:"; tail -n 40 "$f"; }
     done
