@@ -61,6 +61,9 @@ const volatile __u64 verdict_window_ns = 1000ULL * 1000 * 1000;
 #define __FMODE_EXEC 0x20
 #define S_IFMT 00170000
 #define S_IFDIR 0040000
+#define S_IFREG 0100000
+#define S_IFIFO 0010000
+#define S_IFSOCK 0140000
 #define MSG_FASTOPEN 0x20000000
 #define CAP_OPT_NOAUDIT (1 << 1)
 #define PTRACE_MODE_NOAUDIT 0x04
@@ -821,6 +824,122 @@ int BPF_PROG(stance_file_open, struct file *file)
 	    decide_cgroup_move(file) == DENY)
 		return -EPERM;
 	if (decide_file_open(file) == DENY)
+		return -EPERM;
+	return 0;
+}
+
+/* ---- names: create, link, rename, unlink, truncate ------------------------------------------------- */
+
+/*
+ * An open with O_CREAT is decided in file_open, but the kernel creates the inode before that hook
+ * runs, so a refused create would leave an empty file behind. And a file's content can be replaced
+ * or destroyed without opening it: rename(2) of another file over it, unlink(2), truncate(2) by
+ * path, or link(2) of it under a name the workload may write and then an open of that name. Each
+ * of these needs write access to every path whose name it creates, replaces or removes, decided
+ * here, in the path hooks, before the change is made. The access asked is the same write an open
+ * with O_CREAT or O_TRUNC of that path asks, so a policy that allows a workload's creates allows
+ * them here too.
+ */
+static __noinline int decide_name_change(struct dentry *dentry, struct vfsmount *mnt)
+{
+	struct subject s = {};
+	if (subject_of_current(&s, STANCE_DOM_FILE) <= 0)
+		return ALLOW;
+	struct report rp = { .detail = STANCE_ACC_WRITE };
+	struct walk_result r = {};
+	__u64 ticket = 0;
+	if (walk_for_rules(dentry, mnt, &r, &ticket) < 0 || r.trunc || r.anon) {
+		rp.vflags |= STANCE_V_TRUNCATED;
+	} else {
+		int granted = file_rules_allow(&s, r.start, r.len);
+		if (granted < 0 || !walk_intact(ticket))
+			rp.vflags |= STANCE_V_TRUNCATED;
+		else if (granted & STANCE_ACC_WRITE)
+			return ALLOW;
+	}
+	/* A name being created has no inode yet: the dentry stands for it in the repeat key. */
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	if (inode) {
+		rp.ino = BPF_CORE_READ(inode, i_ino);
+		rp.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	}
+	if (report_due(&s, STANCE_ACC_WRITE, rp.ino ? rp.ino : (__u64)dentry, rp.dev, &rp.repeat)) {
+		rp.start = r.start;
+		rp.len = r.len;
+		report_walked(&s, &rp);
+	}
+	return not_allowed(&s);
+}
+
+/* The inode type of an existing name (0 for a name being created). */
+static __always_inline __u32 dentry_type(struct dentry *dentry)
+{
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	return inode ? (BPF_CORE_READ(inode, i_mode) & S_IFMT) : 0;
+}
+
+/* Creates through open(O_CREAT) and mknod(2). Regular files and FIFOs only: a socket's name is
+ * made by bind(2) and its use is the network domain's; device nodes need CAP_MKNOD, which is the
+ * capabilities domain's. */
+SEC("lsm/path_mknod")
+int BPF_PROG(stance_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
+{
+	__u32 type = mode & S_IFMT;
+	if (type != S_IFREG && type != S_IFIFO && type != 0)
+		return 0;
+	if (decide_name_change(dentry, BPF_CORE_READ(dir, mnt)) == DENY)
+		return -EPERM;
+	return 0;
+}
+
+/* A unix socket's stale name removed before a bind is the network domain's (see path_mknod);
+ * directories are left to rmdir, which is not decided. */
+SEC("lsm/path_unlink")
+int BPF_PROG(stance_path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	if (dentry_type(dentry) == S_IFSOCK)
+		return 0;
+	if (decide_name_change(dentry, BPF_CORE_READ(dir, mnt)) == DENY)
+		return -EPERM;
+	return 0;
+}
+
+/* The new name, and the old one: a file linked under a writable name could be written there. */
+SEC("lsm/path_link")
+int BPF_PROG(stance_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
+{
+	struct vfsmount *mnt = BPF_CORE_READ(new_dir, mnt);
+	if (decide_name_change(new_dentry, mnt) == DENY)
+		return -EPERM;
+	/* link(2) never crosses mounts: the old name is on the same one. */
+	if (decide_name_change(old_dentry, mnt) == DENY)
+		return -EPERM;
+	return 0;
+}
+
+/* Both names: the old one is removed, the new one created or replaced (with RENAME_EXCHANGE,
+ * both are replaced). A socket's own names are the network domain's, as in unlink, but no socket
+ * may be renamed over a file. */
+SEC("lsm/path_rename")
+int BPF_PROG(stance_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry)
+{
+	int old_socket = dentry_type(old_dentry) == S_IFSOCK;
+	__u32 new_type = dentry_type(new_dentry);
+	if (!old_socket && decide_name_change(old_dentry, BPF_CORE_READ(old_dir, mnt)) == DENY)
+		return -EPERM;
+	if (new_type == S_IFSOCK || (new_type == 0 && old_socket))
+		return 0;
+	if (decide_name_change(new_dentry, BPF_CORE_READ(new_dir, mnt)) == DENY)
+		return -EPERM;
+	return 0;
+}
+
+/* truncate(2) by path; ftruncate(2) needs a descriptor opened for writing, decided in file_open. */
+SEC("lsm/path_truncate")
+int BPF_PROG(stance_path_truncate, const struct path *path)
+{
+	if (decide_name_change(BPF_CORE_READ(path, dentry), BPF_CORE_READ(path, mnt)) == DENY)
 		return -EPERM;
 	return 0;
 }

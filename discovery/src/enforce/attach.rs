@@ -17,6 +17,11 @@ use super::{canary, Backend, Domain, Enforcer, Mode, Modes, Policy, StartOptions
 /// LSM programs: (program, hook, domain).
 const LSM_PROGRAMS: &[(&str, &str, Domain)] = &[
     ("stance_file_open", "file_open", Domain::File),
+    ("stance_path_mknod", "path_mknod", Domain::File),
+    ("stance_path_unlink", "path_unlink", Domain::File),
+    ("stance_path_link", "path_link", Domain::File),
+    ("stance_path_rename", "path_rename", Domain::File),
+    ("stance_path_truncate", "path_truncate", Domain::File),
     ("stance_bprm_check", "bprm_check_security", Domain::Process),
     ("stance_ptrace_access_check", "ptrace_access_check", Domain::Process),
     ("stance_capable", "capable", Domain::Capabilities),

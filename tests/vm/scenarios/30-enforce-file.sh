@@ -3,7 +3,11 @@
 # (read, or read and write), whatever route it takes to the file: the decision is made in
 # lsm/file_open from the opened struct file, so symlinks, hardlinks, relative paths, /proc/self/root,
 # openat2 and io_uring all meet the same rule. A path too long to resolve is denied, never allowed.
-# The same opens from outside the workload's cgroup are untouched.
+# The same opens from outside the workload's cgroup are untouched. Creates, renames, links, unlinks
+# and truncates by path need write on every name they change, decided before the change.
+#
+# Some forty probes under software emulation, beside another VM on a busy host.
+# vmtest-timeout: 300
 . /scenarios/lib/enforce.sh
 
 W=/tmp/wl
@@ -40,6 +44,25 @@ wait_verdict "^verdict: deny file $W/readonly .*access=2 "
 expect EPERM "truncate a read-only file" in_cg "$cg" enforce-probe open $W/readonly trunc
 expect ok "create in a read-write directory" in_cg "$cg" enforce-probe open $W/rw/new creat
 expect EPERM "create outside it" in_cg "$cg" enforce-probe open $W/new creat
+[ -e $W/new ] && fail "the refused create left $W/new behind"
+ok "the refused create left no file behind"
+wait_verdict "^verdict: deny file $W/new .*access=2 "
+# Names change without an open: each needs write on every name it creates, replaces or removes.
+echo evil >$W/rw/evil
+expect EPERM "rename a writable file over a read-only one" in_cg "$cg" enforce-probe rename $W/rw/evil $W/readonly
+grep -qx ro $W/readonly || fail "the refused rename replaced $W/readonly"
+expect EPERM "rename a read-only file away" in_cg "$cg" enforce-probe rename $W/readonly $W/rw/taken
+expect ok "rename inside the read-write directory" in_cg "$cg" enforce-probe rename $W/rw/evil $W/rw/evil2
+expect EPERM "unlink a read-only file" in_cg "$cg" enforce-probe unlink $W/readonly
+expect ok "unlink in the read-write directory" in_cg "$cg" enforce-probe unlink $W/rw/evil2
+expect EPERM "hardlink a read-only file into the read-write directory" in_cg "$cg" enforce-probe link $W/readonly $W/rw/alias
+[ -e $W/rw/alias ] && fail "the refused link made $W/rw/alias"
+expect EPERM "truncate(2) a read-only file by path" in_cg "$cg" enforce-probe truncate $W/readonly
+grep -qx ro $W/readonly || fail "the refused truncate emptied $W/readonly"
+expect EPERM "mkfifo outside the read-write directory" in_cg "$cg" enforce-probe mkfifo $W/fifo
+expect ok "mkfifo inside it" in_cg "$cg" enforce-probe mkfifo $W/rw/fifo
+expect ok "the same rename outside the workload" enforce-probe rename $W/allowed $W/allowed2
+expect ok "and back" enforce-probe rename $W/allowed2 $W/allowed
 
 expect ok "the same read outside the workload" enforce-probe open $W/secret
 expect ok "the same write outside the workload" enforce-probe open $W/readonly w

@@ -3,6 +3,8 @@
 # hold (pinned links keep the programs attached, pinned maps keep the policy); a new driver adopts
 # the pins (same policy, same revision, one generation of links), keeps enforcing, and releasing the
 # workload allows it again.
+# Two driver starts under software emulation.
+# vmtest-timeout: 240
 . /scenarios/lib/enforce.sh
 
 mkdir -p /tmp/rs

@@ -253,6 +253,10 @@ run_scenario() {{
     # KILL, not TERM: a scenario stuck in the kernel must not hold up the run. rc 137 = timed out.
     timeout -s KILL "$2" sh "{dir}/$1.sh" </dev/null 2>&1
     echo "@@{end} $1 rc=$?@@"
+    # What a scenario left behind (a daemon or driver after a failure or a timeout, their pins and
+    # control socket) must not decide the next one. From PID 1, kill -1 reaches every other process.
+    kill -KILL -1 2>/dev/null
+    rm -rf /sys/fs/bpf/stance /run/stance
 }}
 "#,
         path = path.join(":"),

@@ -263,13 +263,8 @@ echo evil >$3/stance-backdoor || echo 'backdoor: refused'
     expect_in_output "/etc/shadow: Operation not permitted" "read /etc/shadow"
     expect_in_output "$3/stance-backdoor: Operation not permitted" "write into $3"
     expect_in_output "shell: refused" "run /bin/sh"
-    # The enforcer decides at file_open, after the VFS has created a new file: a refused create
-    # leaves an empty file behind. Nothing may have been written into it.
-    if [ -e "$3/stance-backdoor" ]; then
-        [ -s "$3/stance-backdoor" ] && fail "$3/stance-backdoor was written"
-        echo "note: the refused create left an empty $3/stance-backdoor (file_open runs after the create)"
-        rm -f "$3/stance-backdoor"
-    fi
+    # The create is refused in path_mknod, before the VFS makes the file: nothing is left behind.
+    [ -e "$3/stance-backdoor" ] && fail "the refused create left $3/stance-backdoor behind"
     attack_connect "$w" 127.0.0.1:4444
 }
 

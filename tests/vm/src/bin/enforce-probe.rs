@@ -10,6 +10,9 @@
 //!   openat2 PATH                     openat2(2) for reading
 //!   uring-open PATH                  io_uring IORING_OP_OPENAT for reading (raw syscalls)
 //!   uring-connect ADDR PORT          io_uring IORING_OP_CONNECT (TCP)
+//!   rename FROM TO | link FROM TO    rename(2), link(2)
+//!   unlink PATH | truncate PATH      unlink(2), truncate(2) to 0 bytes by path
+//!   mkfifo PATH                      mknod(2) of a FIFO
 //!   exec PATH                        execve(PATH, ["probe", "true"])
 //!   execveat DIR NAME                execveat(dirfd, NAME)
 //!   fexecve PATH                     execveat(fd, "", AT_EMPTY_PATH)
@@ -563,6 +566,19 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["deep-make", dir, seg, n] => deep(dir, seg, n, true),
         ["deep-open", dir, seg, n] => deep(dir, seg, n, false),
         ["openat2", p] => openat2(p),
+        ["rename", from, to] => std::fs::rename(from, to),
+        ["link", from, to] => std::fs::hard_link(from, to),
+        ["unlink", p] => std::fs::remove_file(p),
+        ["truncate", p] => {
+            let c = cstr(p);
+            // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+            check(unsafe { libc::truncate(c.as_ptr(), 0) }.into()).map(drop)
+        }
+        ["mkfifo", p] => {
+            let c = cstr(p);
+            // SAFETY: as above.
+            check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }.into()).map(drop)
+        }
         ["uring-open", p] => uring::open(p),
         ["uring-connect", h, p] => addr(h, p).and_then(uring::connect),
         ["exec", p] => exec(p),
