@@ -104,19 +104,22 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             let (tx, rx) = mpsc::channel(verdicts::QUEUE_BATCHES);
             // Verdict records → rows: the policy id is the workloads table id, boot time → unix time.
             let offset = pipeline::boot_to_unix_offset_ns();
+            // The canary's own denies at start prove the programs work; they are no workload's.
             let decode = move |b: &[u8]| {
-                crate::enforce::verdict::decode(b).map(|v| crate::store::VerdictRecord {
-                    workload_id: i64::from(v.policy_id),
-                    domain: v.domain,
-                    deny: v.deny,
-                    object: v.object,
-                    actor: v.exe,
-                    pid: v.tgid,
-                    tid: v.pid,
-                    cgroup_id: v.cgroup_id,
-                    at: offset.saturating_add(v.boot_ns as i64),
-                    truncated: v.truncated,
-                    send: v.send,
+                crate::enforce::verdict::decode(b).map(|v| {
+                    (v.policy_id != crate::enforce::CANARY_POLICY_ID).then(|| crate::store::VerdictRecord {
+                        workload_id: i64::from(v.policy_id),
+                        domain: v.domain,
+                        deny: v.deny,
+                        object: v.object,
+                        actor: v.exe,
+                        pid: v.tgid,
+                        tid: v.pid,
+                        cgroup_id: v.cgroup_id,
+                        at: offset.saturating_add(v.boot_ns as i64),
+                        truncated: v.truncated,
+                        send: v.send,
+                    })
                 })
             };
             let reader = verdicts::run_reader(ringbuf, decode, tx, verdict_stats.clone(), stop_rx.clone());

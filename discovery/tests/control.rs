@@ -311,37 +311,38 @@ fn the_verdict_reader_reads_a_real_ring_buffer_until_stopped() {
     })
     .unwrap();
     let ringbuf = probes.take_ringbuf().unwrap();
-    let records = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (tx, mut rx) = mpsc::channel(1024);
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let stats = Arc::new(VerdictStats::default());
-            let decode = move |bytes: &[u8]| -> Result<VerdictRecord, String> {
-                let ev = decode(bytes).map_err(|e| e.to_string())?;
-                match ev.body {
-                    Body::Open { path, .. } if path == wanted => Ok(verdict(7, Domain::File, true, &path, 0)),
-                    _ => Err("not this test's".into()),
+    let records =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap().block_on(
+            async {
+                let (tx, mut rx) = mpsc::channel(1024);
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let stats = Arc::new(VerdictStats::default());
+                // Records of other processes are no one's here, as the canary's are for the daemon.
+                let decode = move |bytes: &[u8]| -> Result<Option<VerdictRecord>, String> {
+                    let ev = decode(bytes).map_err(|e| e.to_string())?;
+                    match ev.body {
+                        Body::Open { path, .. } if path == wanted => {
+                            Ok(Some(verdict(7, Domain::File, true, &path, 0)))
+                        }
+                        _ => Ok(None),
+                    }
+                };
+                let reader = tokio::spawn(run_reader(ringbuf, decode, tx, stats.clone(), stop_rx));
+                for _ in 0..3 {
+                    let st = Command::new("/bin/cat").arg(&marker).output().unwrap();
+                    assert!(st.status.success());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            };
-            let reader = tokio::spawn(run_reader(ringbuf, decode, tx, stats.clone(), stop_rx));
-            for _ in 0..3 {
-                let st = Command::new("/bin/cat").arg(&marker).output().unwrap();
-                assert!(st.status.success());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let _ = stop_tx.send(true);
-            reader.await.unwrap().unwrap();
-            assert!(stats.received.load(Ordering::Relaxed) >= 3);
-            let mut records = Vec::new();
-            while let Some(batch) = rx.recv().await {
-                records.extend(batch);
-            }
-            records
-        });
+                let _ = stop_tx.send(true);
+                reader.await.unwrap().unwrap();
+                assert!(stats.received.load(Ordering::Relaxed) >= 3);
+                let mut records = Vec::new();
+                while let Some(batch) = rx.recv().await {
+                    records.extend(batch);
+                }
+                records
+            },
+        );
     drop(probes);
     assert!(records.len() >= 3, "each cat's open arrives as a record: {records:?}");
     assert!(records.iter().all(|r| r.object == marker.to_string_lossy()));

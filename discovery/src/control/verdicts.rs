@@ -62,7 +62,8 @@ impl VerdictStats {
     }
 }
 
-/// Reads the verdict ring buffer until `stop` changes, then drains it with awaited sends.
+/// Reads the verdict ring buffer until `stop` changes, then drains it with awaited sends. `decode`
+/// returns `Ok(None)` for a record that belongs to no workload (the start-up canary's).
 pub async fn run_reader<D, E>(
     ringbuf: RingBuf<MapData>,
     mut decode: D,
@@ -71,7 +72,7 @@ pub async fn run_reader<D, E>(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
-    D: FnMut(&[u8]) -> Result<VerdictRecord, E>,
+    D: FnMut(&[u8]) -> Result<Option<VerdictRecord>, E>,
     E: Display,
 {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
@@ -83,7 +84,8 @@ where
         while let Some(item) = rb.next() {
             stats.received.fetch_add(1, Ordering::Relaxed);
             match decode(&item) {
-                Ok(v) => batch.push(v),
+                Ok(Some(v)) => batch.push(v),
+                Ok(None) => {}
                 Err(e) => {
                     warn!(error = %e, "malformed verdict record");
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
