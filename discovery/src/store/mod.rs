@@ -167,11 +167,14 @@ fn check_access(path: &Path, write: bool) -> io::Result<()> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     let mode = if write { libc::R_OK | libc::W_OK } else { libc::R_OK };
     // SAFETY: c is a valid NUL-terminated string for the duration of the call.
-    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    // Access bits say nothing of what the file is (a socket or a directory passes for root).
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(())
 }
 
 impl Store {
