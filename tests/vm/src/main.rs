@@ -63,7 +63,7 @@ struct Cli {
     timeout: Option<u64>,
     /// Seconds each scenario may take inside the guest before it is killed (rc=137); a scenario
     /// may ask for more with a `# vmtest-timeout: SECS` line near its top.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 240)]
     scenario_timeout: u64,
     /// A variable exported to every scenario (repeatable), e.g. `--env STANCE_BENCH_ROUNDS=30`.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = initramfs::parse_env)]
