@@ -299,71 +299,81 @@ pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
         return Err(StoreError::UnknownWorkload { name: workload.to_owned() });
     };
     let id = row.id;
-    let (nodes, edges, losses) = graph_rows(&mut tx, id).await.map_err(read)?;
+    let (mut nodes, mut edges, losses) = graph_rows(&mut tx, id).await.map_err(read)?;
     tx.commit().await.map_err(read)?;
 
-    // Row id → position in `graph_nodes`, for the edges' ends.
-    let mut by_id: HashMap<i64, usize> = HashMap::with_capacity(nodes.len());
-    let mut graph_nodes = Vec::with_capacity(nodes.len());
-    for n in nodes {
-        let kind = NodeKind::parse(&n.kind)
-            .ok_or(StoreError::Unrecognised { column: "node kind", value: n.kind })?;
-        by_id.insert(n.id, graph_nodes.len());
-        graph_nodes.push(GraphNode {
-            id: format!("n{}", n.id),
+    // Pages come in row-id order already; sorted, an edge's ends are found by binary search.
+    nodes.sort_unstable_by_key(|n| n.id);
+    let node_kinds = nodes
+        .iter()
+        .map(|n| {
+            NodeKind::parse(&n.kind)
+                .ok_or_else(|| StoreError::Unrecognised { column: "node kind", value: n.kind.clone() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut node_ids: Vec<String> = nodes.iter().map(|n| format!("n{}", n.id)).collect();
+    let node_of = |node_id: i64| -> Result<usize> {
+        nodes
+            .binary_search_by_key(&node_id, |n| n.id)
+            .map_err(|_| StoreError::Unrecognised { column: "edge node", value: format!("n{node_id}") })
+    };
+    // Edges sort by their nodes' labels. Ranking the labels once lets the sort compare integers
+    // instead of paths (some 1.7 million comparisons for 100,000 edges); equal labels get equal
+    // ranks, so the order is the labels' order. Indices are sorted rather than the edges
+    // themselves, which would move hundreds of bytes per swap.
+    let rank = label_ranks(&nodes);
+    let mut ends = Vec::with_capacity(edges.len());
+    for e in &edges {
+        let kind = EdgeKind::parse(&e.kind)
+            .ok_or_else(|| StoreError::Unrecognised { column: "edge kind", value: e.kind.clone() })?;
+        ends.push((kind, node_of(e.source_id)?, node_of(e.target_id)?));
+    }
+    let mut order: Vec<usize> = (0..edges.len()).collect();
+    // The row id last: two edges whose labels, access and result are all equal (possible only
+    // between nodes of different kinds with one label) keep one order from read to read.
+    order.sort_unstable_by_key(|&i| {
+        let (kind, s, t) = ends[i];
+        (kind, rank[s], rank[t], edges[i].access.as_str(), edges[i].result.as_str(), edges[i].id)
+    });
+    let mut graph_edges = Vec::with_capacity(edges.len());
+    for i in order {
+        let (kind, s, t) = ends[i];
+        let e = &mut edges[i];
+        let source_label = nodes[s].label.clone();
+        graph_edges.push(GraphEdge {
+            id: format!("e{}", e.id),
             kind,
-            label: n.label,
+            source: node_ids[s].clone(),
+            target: node_ids[t].clone(),
+            actor: source_label.clone(),
+            source_label,
+            target_label: nodes[t].label.clone(),
+            access: std::mem::take(&mut e.access),
+            result: std::mem::take(&mut e.result),
+            count: to_u64(e.count),
+            first_seen: rfc3339(e.first_seen),
+            last_seen: rfc3339(e.last_seen),
+        });
+    }
+    drop(edges);
+    // (kind, label) is unique per workload (the table's key), so no tie is left to order.
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_unstable_by_key(|&i| (node_kinds[i], rank[i]));
+    let mut graph_nodes = Vec::with_capacity(nodes.len());
+    for i in order {
+        let n = &mut nodes[i];
+        graph_nodes.push(GraphNode {
+            id: std::mem::take(&mut node_ids[i]),
+            kind: node_kinds[i],
+            label: std::mem::take(&mut n.label),
             dev: n.exe_dev.map(bits_u64),
             ino: n.exe_ino.map(bits_u64),
             memfd: n.exe_memfd.map(|m| m != 0),
-            argv: n.exe_argv,
+            argv: n.exe_argv.take(),
             first_seen: rfc3339(n.first_seen),
             last_seen: rfc3339(n.last_seen),
         });
     }
-    let node_of = |node_id: i64| -> Result<usize> {
-        by_id
-            .get(&node_id)
-            .copied()
-            .ok_or(StoreError::Unrecognised { column: "edge node", value: format!("n{node_id}") })
-    };
-    // Edges sort by their nodes' labels. Ranking the labels once lets the sort compare integers
-    // instead of paths (some 1.7 million comparisons for 100,000 edges); equal labels get equal
-    // ranks, so the order is the labels' order.
-    let rank = label_ranks(&graph_nodes);
-    let mut keyed = Vec::with_capacity(edges.len());
-    for e in edges {
-        let kind = EdgeKind::parse(&e.kind)
-            .ok_or(StoreError::Unrecognised { column: "edge kind", value: e.kind })?;
-        let (s, t) = (node_of(e.source_id)?, node_of(e.target_id)?);
-        let (source, target) = (&graph_nodes[s], &graph_nodes[t]);
-        let edge = GraphEdge {
-            id: format!("e{}", e.id),
-            kind,
-            source: source.id.clone(),
-            target: target.id.clone(),
-            source_label: source.label.clone(),
-            target_label: target.label.clone(),
-            actor: source.label.clone(),
-            access: e.access,
-            result: e.result,
-            count: to_u64(e.count),
-            first_seen: rfc3339(e.first_seen),
-            last_seen: rfc3339(e.last_seen),
-        };
-        keyed.push(((rank[s], rank[t], e.id), edge));
-    }
-    // The row id last: two edges whose labels, access and result are all equal (possible only
-    // between nodes of different kinds with one label) keep one order from read to read.
-    keyed.sort_unstable_by(|(a_key, a), (b_key, b)| {
-        (a.kind, a_key.0, a_key.1, &a.access, &a.result, a_key.2)
-            .cmp(&(b.kind, b_key.0, b_key.1, &b.access, &b.result, b_key.2))
-    });
-    let graph_edges: Vec<GraphEdge> = keyed.into_iter().map(|(_, e)| e).collect();
-    let mut ranked: Vec<(u32, GraphNode)> = rank.into_iter().zip(graph_nodes).collect();
-    // (kind, label) is unique per workload (the table's key), so no tie is left to order.
-    ranked.sort_unstable_by_key(|(rank, n)| (n.kind, *rank));
-    let nodes: Vec<GraphNode> = ranked.into_iter().map(|(_, n)| n).collect();
 
     let mut graph_losses = GraphLosses::default();
     let mut by_minute = Vec::with_capacity(losses.len());
@@ -381,11 +391,11 @@ pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
     by_minute.sort_by_key(|(bucket, b)| (*bucket, b.reason));
     graph_losses.by_minute = by_minute.into_iter().map(|(_, b)| b).collect();
 
-    Ok(Graph { workload: row.into_info()?, nodes, edges: graph_edges, losses: graph_losses })
+    Ok(Graph { workload: row.into_info()?, nodes: graph_nodes, edges: graph_edges, losses: graph_losses })
 }
 
 /// Each node's rank among the distinct labels of `nodes`, in label order.
-fn label_ranks(nodes: &[GraphNode]) -> Vec<u32> {
+fn label_ranks(nodes: &[NodeRow]) -> Vec<u32> {
     let mut order: Vec<usize> = (0..nodes.len()).collect();
     order.sort_unstable_by(|&a, &b| nodes[a].label.cmp(&nodes[b].label));
     let mut rank = vec![0; nodes.len()];
