@@ -207,10 +207,12 @@ fn main() {
     let mut rules = 0;
     for _ in 0..PASSES {
         let (graph, wall, cpu) = timed(|| rt.block_on(store.graph("bench")).expect("the graph reads back"));
-        (reads.push(wall), reads_cpu.push(cpu));
+        reads.push(wall);
+        reads_cpu.push(cpu);
         assert_eq!(graph.edges.len(), EDGES);
         let (rec, wall, cpu) = timed(|| recommend::recommend(&graph, &RealFs));
-        (collapses.push(wall), collapses_cpu.push(cpu));
+        collapses.push(wall);
+        collapses_cpu.push(cpu);
         rules = rec.rules.len();
     }
     rt.block_on(store.close());
@@ -226,7 +228,8 @@ fn main() {
     let (mut ends, mut ends_cpu) = (vec![], vec![]);
     for _ in 0..PASSES {
         let ((_, _, created), wall, cpu) = timed(|| rt.block_on(policy_command(&store)));
-        (ends.push(wall), ends_cpu.push(cpu));
+        ends.push(wall);
+        ends_cpu.push(cpu);
         assert!(!created, "an unchanged graph writes no version");
     }
     rt.block_on(store.close());
