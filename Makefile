@@ -54,6 +54,7 @@ vm-tests:
 bench: build
 	bash tests/bench/run.sh
 	$(CARGO) bench --locked --bench api
+	$(CARGO) bench --locked --bench recommend
 
 # Regenerate the committed Rust copy of probes-ebpf/include/stance_events.h.
 abi:

@@ -139,9 +139,13 @@ pub fn is_random(component: &str) -> bool {
     // Temp-file names that carry the writer's pid: `temp-588.rdb` (redis), `tmp.1234`, `tmp_42`. A
     // pid has any number of digits (a small one on a fresh host or in a container), so the length
     // rule of random_run does not catch them.
-    let lower = component.to_ascii_lowercase();
     for prefix in ["temp", "tmp"] {
-        if let Some(rest) = lower.strip_prefix(prefix) {
+        // Compared without a lowercased copy: this runs for every component of every path.
+        let rest = component
+            .get(..prefix.len())
+            .filter(|head| head.eq_ignore_ascii_case(prefix))
+            .map(|_| &component[prefix.len()..]);
+        if let Some(rest) = rest {
             let mut chars = rest.chars();
             if matches!(chars.next(), Some('-' | '_' | '.'))
                 && chars.as_str().split('.').next().is_some_and(all_digits)

@@ -544,6 +544,64 @@ async fn twenty_thousand_edges_in_one_batch() {
     assert_eq!((by_id(&e.source), by_id(&e.target)), (e.source_label.clone(), e.target_label.clone()));
 }
 
+/// A graph is read in pages of row ids (query.rs `PAGE_ROWS`) through JSON that SQLite builds: two
+/// workloads whose rows interleave over several pages each get exactly their own rows back, once,
+/// labels that JSON must escape come back as written, and the order is the labels' order.
+#[tokio::test]
+async fn large_interleaved_graphs_read_back_whole_and_in_label_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = writer(&dir).await;
+    let odd = ["quote\"", "back\\slash", "new\nline", "tab\t", "bell\u{7}", "ünïcødé ✓", "nul-free ' end"];
+    let mut expected: std::collections::HashMap<&str, Vec<(String, String)>> = Default::default();
+    for round in 0..3 {
+        let mut batch = Batch::default();
+        for (w, cgroup_id) in [("a", 1), ("b", 2)] {
+            batch.cgroups.push(cgroup(
+                cgroup_id,
+                &format!("/stance/{w}"),
+                identity(w, WorkloadKind::Host),
+                T0,
+            ));
+            for i in 0..6_000 {
+                let exe = format!("/usr/bin/{w}{}", i % 7);
+                let file = format!("/data/{w}/{round}/{}-{i:05}", odd[i % odd.len()]);
+                batch.edges.push(open_edge(w, &exe, &file, 1, (T0 + i as i64, T0 + i as i64)));
+                expected.entry(w).or_default().push((exe, file));
+            }
+        }
+        store.write_batch(&batch).await.unwrap();
+    }
+
+    for w in ["a", "b"] {
+        let graph = store.graph(w).await.unwrap();
+        let mut got: Vec<(String, String)> =
+            graph.edges.iter().map(|e| (e.source_label.clone(), e.target_label.clone())).collect();
+        got.sort();
+        let mut want = expected[w].clone();
+        want.sort();
+        assert_eq!(got.len(), 18_000, "workload {w}");
+        assert_eq!(got, want, "workload {w}: every edge once");
+        // 7 executables, 18,000 files and the workload's own node.
+        assert_eq!(graph.nodes.len(), 18_008, "workload {w}");
+
+        let labels: std::collections::HashMap<&str, &str> =
+            graph.nodes.iter().map(|n| (n.id.as_str(), n.label.as_str())).collect();
+        for e in &graph.edges {
+            assert_eq!(labels[e.source.as_str()], e.source_label);
+            assert_eq!(labels[e.target.as_str()], e.target_label);
+            assert_eq!(e.actor, e.source_label);
+        }
+        let edge_key = |e: &GraphEdge| {
+            (e.kind, e.source_label.clone(), e.target_label.clone(), e.access.clone(), e.result.clone())
+        };
+        assert!(graph.edges.windows(2).all(|p| edge_key(&p[0]) <= edge_key(&p[1])), "edges in label order");
+        assert!(
+            graph.nodes.windows(2).all(|p| (p[0].kind, &p[0].label) < (p[1].kind, &p[1].label)),
+            "nodes in kind and label order"
+        );
+    }
+}
+
 #[tokio::test]
 async fn workload_named_before_its_cgroup_is_kept_and_later_identified() {
     let dir = tempfile::tempdir().unwrap();
@@ -613,7 +671,7 @@ async fn schema_mismatches_are_refused() {
     sqlx::query("CREATE TABLE t (x)").execute(&pool).await.unwrap();
     pool.close().await;
     let err = Store::open_read_only(&foreign).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 3, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 4, .. }), "{err:?}");
     assert!(err.to_string().contains("run `stance run` on it once to upgrade it"), "{err}");
 
     // A file from a newer stance.
@@ -629,7 +687,7 @@ async fn schema_mismatches_are_refused() {
     .unwrap();
     pool.close().await;
     let err = Store::open_read_only(&newer).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 3, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 4, .. }), "{err:?}");
     let err = Store::open(&newer).await.err().unwrap();
     assert!(matches!(err, StoreError::SchemaNewer { found: 99, .. }), "the daemon refuses it too: {err:?}");
 }
@@ -823,7 +881,7 @@ mod enforcement {
             old.close().await;
         }
         let err = Store::open_read_only(&path).await.err().unwrap();
-        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 3, .. }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 4, .. }), "{err:?}");
 
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.graph("web").await.unwrap().edges.len(), 5);
