@@ -75,6 +75,8 @@ fn main() {
         let (handle, _commands) = actor::channel();
         let state = ApiState {
             store: Store::open_read_only(&db).await.unwrap(),
+            versions: Store::open_for_review(&db).await.unwrap(),
+            readiness: stance::config::ReadinessConfig::default(),
             control: Some(handle),
             token: Arc::new(token),
             metrics: Arc::new(Sources::new(
