@@ -341,8 +341,12 @@ mod tests {
         path.parse().unwrap()
     }
 
+    /// Parses like the endpoint does, from a real URI (a string that is no URI never reaches it).
     fn query<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ApiError> {
-        crate::api::error::parse_query(&uri(&format!("/api/v1/workloads/w/policy/diff?{s}")))
+        let uri: Uri = format!("/api/v1/workloads/w/policy/diff?{s}")
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+        crate::api::error::parse_query(&uri)
     }
 
     #[test]
