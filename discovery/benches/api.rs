@@ -62,6 +62,8 @@ fn main() {
     let (url, token) = rt.block_on(async {
         let store = Store::open(&db).await.unwrap();
         store.write_batch(&batch()).await.unwrap();
+        // The policy endpoint serves the latest stored version; store it as `stance mode` would.
+        stance::recommend::latest_or_new(&store, "bench", &stance::recommend::RealFs).await.unwrap();
         let un = || Backend::Unavailable("bench".into());
         let status = Status {
             process: un(),
@@ -75,6 +77,8 @@ fn main() {
         let (handle, _commands) = actor::channel();
         let state = ApiState {
             store: Store::open_read_only(&db).await.unwrap(),
+            versions: Store::open_for_review(&db).await.unwrap(),
+            readiness: stance::config::ReadinessConfig::default(),
             control: Some(handle),
             token: Arc::new(token),
             metrics: Arc::new(Sources::new(

@@ -259,8 +259,15 @@ async fn start_api(
     let token = api::auth::load_or_create(&token_path)?;
     let listener = api::Listener::bind(cfg.listen, cfg.tls.as_ref()).await?;
     let store = Store::open_read_only(&cfg.db).await?;
-    let state =
-        api::ApiState { store, control: Some(control), token: Arc::new(token), metrics: Arc::new(sources) };
+    let versions = Store::open_for_review(&cfg.db).await?;
+    let state = api::ApiState {
+        store,
+        versions,
+        readiness: cfg.readiness,
+        control: Some(control),
+        token: Arc::new(token),
+        metrics: Arc::new(sources),
+    };
     let line = format!("api: listening on {} (token in {})", listener.url(), token_path.display());
     let app = api::router(state, &cfg.web_dir);
     Ok((line, tokio::spawn(listener.serve(app, stop))))

@@ -154,9 +154,11 @@ struct PolicyArgs {
     explain: bool,
     #[command(flatten)]
     db: DbArg,
-    /// TOML configuration file (readiness keys).
+    /// TOML configuration file (readiness keys; with --server the daemon's own apply).
     #[arg(long, env = "STANCE_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +182,8 @@ enum PolicyAction {
         db: DbArg,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Adopt a proposed addition (from deny / would-deny events) into a new version.
     Accept {
@@ -188,6 +192,8 @@ enum PolicyAction {
         rule_id: String,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Replay stored behaviour against a version and list what it would deny.
     Check {
@@ -205,6 +211,8 @@ enum PolicyAction {
         db: DbArg,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
@@ -381,16 +389,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `stance policy ...`.
+/// `stance policy ...`: offline on `--db`, or through the daemon's API with `--server`.
 fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         match args.action {
             None => {
                 let workload = args.workload.expect("clap requires it without a subcommand");
-                let readiness_cfg = config::FileConfig::load(args.config.as_deref())?.readiness()?;
-                let store = store::Store::open_for_review(&args.db.db).await?;
-                let review = recommend::review(&store, &workload, &recommend::RealFs, &readiness_cfg).await?;
+                let review = match args.server.client(&args.db.db)? {
+                    Some(c) => api::client::review(&c, &workload)?,
+                    None => {
+                        let readiness_cfg = config::FileConfig::load(args.config.as_deref())?.readiness()?;
+                        let store = store::Store::open_for_review(&args.db.db).await?;
+                        recommend::review(&store, &workload, &recommend::RealFs, &readiness_cfg).await?
+                    }
+                };
                 let doc = match args.format.export() {
                     None => recommend::render::native(&review, args.explain),
                     Some(format) => export::render(format, &review.policy, &review.info)?,
@@ -403,26 +416,43 @@ fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("stance: behaviour changed: wrote version {} of {workload}", review.version);
                 }
             }
-            Some(PolicyAction::Diff { workload, v1, v2, db, output }) => {
-                let store = store::Store::open_read_only(&db.db).await?;
-                let d = recommend::diff(&store, &workload, v1.zip(v2)).await?;
+            Some(PolicyAction::Diff { workload, v1, v2, db, output, server }) => {
+                let d = match server.client(&db.db)? {
+                    Some(c) => api::client::diff(&c, &workload, v1.zip(v2))?,
+                    None => {
+                        let store = store::Store::open_read_only(&db.db).await?;
+                        recommend::diff(&store, &workload, v1.zip(v2)).await?
+                    }
+                };
                 match output {
                     ListFormat::Table => print!("{}", recommend::render::diff_table(&d)),
                     ListFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
                 }
             }
-            Some(PolicyAction::Check { workload, version, since, until, db, output }) => {
-                let store = store::Store::open_read_only(&db.db).await?;
-                let check = recommend::replay::check(&store, &workload, version, since, until).await?;
+            Some(PolicyAction::Check { workload, version, since, until, db, output, server }) => {
+                let check = match server.client(&db.db)? {
+                    Some(c) => api::client::check(&c, &workload, version, since, until)?,
+                    None => {
+                        let store = store::Store::open_read_only(&db.db).await?;
+                        recommend::replay::check(&store, &workload, version, since, until).await?
+                    }
+                };
                 match output {
                     ListFormat::Table => print!("{}", recommend::replay::table(&check)),
                     ListFormat::Json => println!("{}", serde_json::to_string_pretty(&check)?),
                 }
             }
-            Some(PolicyAction::Accept { workload, rule_id, db }) => {
-                let store = store::Store::open_for_review(&db.db).await?;
-                let (version, rule) =
-                    recommend::accept(&store, &workload, &rule_id, &recommend::RealFs).await?;
+            Some(PolicyAction::Accept { workload, rule_id, db, server }) => {
+                let (version, rule) = match server.client(&db.db)? {
+                    Some(c) => {
+                        let a = api::client::accept(&c, &workload, &rule_id)?;
+                        (a.version, a.rule)
+                    }
+                    None => {
+                        let store = store::Store::open_for_review(&db.db).await?;
+                        recommend::accept(&store, &workload, &rule_id, &recommend::RealFs).await?
+                    }
+                };
                 println!("{workload}: accepted {} ({}) into version {version}", rule.id, rule.text);
             }
         }
@@ -503,6 +533,30 @@ mod tests {
             panic!()
         };
         assert_eq!(rule_id, "f12345678");
+        let cli = Cli::try_parse_from([
+            "stance",
+            "policy",
+            "check",
+            "web",
+            "--server",
+            "http://127.0.0.1:7070",
+            "--token-file",
+            "/t",
+        ])
+        .unwrap();
+        let Command::Policy(PolicyArgs { action: Some(PolicyAction::Check { server, .. }), .. }) =
+            cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(server.server.as_deref(), Some("http://127.0.0.1:7070"));
+        assert_eq!(server.token_file.as_deref(), Some(Path::new("/t")));
+        let cli = Cli::try_parse_from(["stance", "policy", "web", "--server", "http://h:1"]).unwrap();
+        let Command::Policy(args) = cli.command else { panic!() };
+        assert_eq!(
+            (args.workload.as_deref(), args.server.server.as_deref()),
+            (Some("web"), Some("http://h:1"))
+        );
         assert!(Cli::try_parse_from(["stance", "policy"]).is_err(), "a workload is needed");
 
         let cli = Cli::try_parse_from([

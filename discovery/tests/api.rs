@@ -200,6 +200,8 @@ impl Server {
                 Sources::new(db.clone(), vec![], available_status(), Arc::new(ReaderStats::default()), None);
             let state = ApiState {
                 store: Store::open_read_only(&db).await.unwrap(),
+                versions: Store::open_for_review(&db).await.unwrap(),
+                readiness: stance::config::ReadinessConfig::default(),
                 control: Some(handle),
                 token: Arc::new(token),
                 metrics: Arc::new(sources),
@@ -257,6 +259,19 @@ fn put_json(s: &Server, path: &str, body: &[u8]) -> (u16, Value) {
     send("PUT", &format!("{}{path}", s.url), Some(&s.token), Some(("application/json", body)))
 }
 
+fn post(s: &Server, path: &str) -> (u16, Value) {
+    send("POST", &format!("{}{path}", s.url), Some(&s.token), None)
+}
+
+/// The workload's stored version numbers, read from the database itself.
+fn versions(s: &Server, name: &str) -> Vec<u32> {
+    let db = s.db.clone();
+    let name = name.to_owned();
+    s.rt.block_on(async move {
+        Store::open_read_only(&db).await.unwrap().policy_version_numbers(&name).await.unwrap()
+    })
+}
+
 /// A 4xx with the JSON error body and the expected kind.
 fn assert_error(got: (u16, Value), status: u16, kind: &str) -> String {
     assert_eq!(got.0, status, "{:#}", got.1);
@@ -312,6 +327,13 @@ fn workloads_graph_events_and_status() {
     assert_eq!(names, ["idle", "web"]);
     let web = &list[1];
     assert_eq!(web["kind"], "launched");
+    // Readiness with its reason: the READY / REASON of `stance workloads`, from the same data.
+    let offline = common::stance_json(&["workloads", "--db", s.db.to_str().unwrap(), "-o", "json"]);
+    for (api_row, cli_row) in list.as_array().unwrap().iter().zip(offline.as_array().unwrap()) {
+        assert_eq!(api_row["readiness"], cli_row["readiness"], "{}", api_row["name"]);
+    }
+    assert_eq!(web["readiness"]["ready"], false);
+    assert!(!web["readiness"]["reason"].as_str().unwrap().is_empty(), "{web:#}");
     assert_eq!(web["edges"], 3);
     assert_eq!(
         web["modes"],
@@ -525,6 +547,222 @@ fn policy_in_every_format() {
 }
 
 #[test]
+fn versions_diff_check_proposals_and_accept() {
+    let tmp = TempDir::new("api-versions");
+    let s = Server::start(tmp.path(), None);
+    let w = "/api/v1/workloads/web";
+
+    // Nothing stored yet: the GETs answer without storing anything.
+    let (status, doc) = get(&s, &format!("{w}/policy"));
+    assert_eq!(status, 200, "{doc:#}");
+    assert_eq!(doc["version"], Value::Null);
+    let native: Value = serde_json::from_str(doc["content"].as_str().unwrap()).unwrap();
+    assert_eq!((native["kind"].as_str(), native["version"].is_null()), (Some("Policy"), true));
+    assert_eq!(get(&s, &format!("{w}/policy/versions")), (200, json!([])));
+    let (status, check) = get(&s, &format!("{w}/policy/check"));
+    assert_eq!(status, 200, "{check:#}");
+    assert_eq!((check["version"].is_null(), check["checked"].as_u64()), (true, Some(3)));
+    assert_eq!(check["denied"], json!([]), "the recommendation allows its own behaviour");
+    // The deny and would-deny events ask for something, but against a version not stored yet.
+    let msg = assert_error(get(&s, &format!("{w}/proposals")), 409, "stale");
+    assert!(msg.contains("POST /api/v1/workloads/web/policy/versions"), "{msg}");
+    assert_eq!(get(&s, "/api/v1/workloads/idle/proposals"), (200, json!([])));
+    assert!(versions(&s, "web").is_empty(), "a GET stored a version");
+
+    // The explicit POST stores version 1 (201), and a second one finds it still holds (200).
+    let (status, review) = post(&s, &format!("{w}/policy/versions"));
+    assert_eq!(status, 201, "{review:#}");
+    assert_eq!((review["version"].as_u64(), review["created"].as_bool()), (Some(1), Some(true)));
+    assert!(review["readiness"]["reason"].is_string());
+    let (status, again) = post(&s, &format!("{w}/policy/versions"));
+    assert_eq!((status, again["version"].as_u64(), again["created"].as_bool()), (200, Some(1), Some(false)));
+    assert_eq!(versions(&s, "web"), [1]);
+
+    // The policy endpoint now serves the stored version, as `stance policy` prints it.
+    let (_, doc) = get(&s, &format!("{w}/policy"));
+    assert_eq!(doc["version"], 1);
+    let native: Value = serde_json::from_str(doc["content"].as_str().unwrap()).unwrap();
+    assert_eq!(native["policy"], review["policy"]);
+    assert_eq!((native["apiVersion"].as_str(), native["version"].as_u64()), (Some("stance.dev/v1"), Some(1)));
+    assert_eq!(get(&s, &format!("{w}/policy?version=1")).1, doc);
+
+    // Proposals from the two events: connects to 10.0.0.2:80 and 10.0.0.3:22.
+    let (status, proposals) = get(&s, &format!("{w}/proposals"));
+    assert_eq!(status, 200, "{proposals:#}");
+    assert_eq!(proposals, review["proposed"]);
+    let texts: Vec<&str> =
+        proposals.as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert!(texts.iter().any(|t| t.contains("10.0.0.2")), "{texts:?}");
+    let id = proposals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["text"].as_str().unwrap().contains("10.0.0.2"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The version list and one version.
+    let (_, list) = get(&s, &format!("{w}/policy/versions"));
+    assert_eq!(list[0]["version"], 1);
+    assert_eq!(list[0]["origin"], "recommend");
+    let (status, v1) = get(&s, &format!("{w}/policy/versions/1"));
+    assert_eq!(status, 200);
+    assert_eq!(v1["policy"], review["policy"]);
+    assert_eq!(list[0]["rules"].as_u64(), Some(v1["rules"].as_array().unwrap().len() as u64));
+
+    // Accept one proposal: version 2 holds it, the other stays proposed.
+    let (status, accepted) = post(&s, &format!("{w}/proposals/{id}/accept"));
+    assert_eq!(status, 201, "{accepted:#}");
+    assert_eq!((accepted["version"].as_u64(), accepted["rule"]["id"].as_str()), (Some(2), Some(id.as_str())));
+    assert_eq!(versions(&s, "web"), [1, 2]);
+    let (_, after) = get(&s, &format!("{w}/proposals"));
+    assert!(after.as_array().unwrap().iter().all(|p| p["id"] != id.as_str()), "{after:#}");
+    assert_eq!(after.as_array().unwrap().len(), proposals.as_array().unwrap().len() - 1);
+    assert_eq!(get(&s, &format!("{w}/policy/versions/2")).1["origin"], "accept");
+
+    // The diff: latest against the one before, and from the empty policy.
+    let (status, diff) = get(&s, &format!("{w}/policy/diff"));
+    assert_eq!(status, 200, "{diff:#}");
+    assert_eq!((diff["from"].as_u64(), diff["to"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(diff["added"].as_array().unwrap().len(), 1);
+    assert_eq!(diff["added"][0]["id"], id.as_str());
+    assert_eq!(diff["removed"], json!([]));
+    let (_, full) = get(&s, &format!("{w}/policy/diff?from=0&to=1"));
+    assert_eq!(full["added"].as_array().unwrap().len(), v1["rules"].as_array().unwrap().len());
+    let (_, back) = get(&s, &format!("{w}/policy/diff?from=2&to=1"));
+    assert_eq!(back["removed"][0]["id"], id.as_str());
+
+    // Replay: version 2 denies nothing recorded; a time window with nothing in it checks nothing.
+    let (_, c2) = get(&s, &format!("{w}/policy/check?version=2"));
+    assert_eq!(
+        (c2["version"].as_u64(), c2["checked"].as_u64(), &c2["denied"]),
+        (Some(2), Some(3), &json!([]))
+    );
+    let (_, late) = get(&s, &format!("{w}/policy/check?since=2030-01-01T00:00:00Z"));
+    assert_eq!((late["version"].as_u64(), late["checked"].as_u64()), (Some(2), Some(0)));
+
+    // Unknown workload, version and proposal: 404, and nothing written.
+    for path in [
+        "/api/v1/workloads/nope/policy/versions",
+        "/api/v1/workloads/nope/policy/versions/1",
+        "/api/v1/workloads/nope/policy/diff",
+        "/api/v1/workloads/nope/policy/check",
+        "/api/v1/workloads/nope/proposals",
+    ] {
+        assert_error(get(&s, path), 404, "unknown-workload");
+    }
+    assert_error(post(&s, "/api/v1/workloads/nope/policy/versions"), 404, "unknown-workload");
+    assert_error(post(&s, "/api/v1/workloads/nope/proposals/x/accept"), 404, "unknown-workload");
+    assert_error(get(&s, &format!("{w}/policy?version=9")), 404, "unknown-item");
+    assert_error(get(&s, &format!("{w}/policy/versions/9")), 404, "unknown-item");
+    assert_error(get(&s, &format!("{w}/policy/diff?from=1&to=9")), 404, "unknown-item");
+    assert_error(get(&s, &format!("{w}/policy/check?version=9")), 404, "unknown-item");
+    assert_error(get(&s, "/api/v1/workloads/idle/policy/diff"), 404, "unknown-item");
+    let msg = assert_error(post(&s, &format!("{w}/proposals/f00000000/accept")), 404, "unknown-item");
+    assert!(msg.contains("no proposed addition 'f00000000'"), "{msg}");
+    assert_error(post(&s, &format!("{w}/proposals/{id}/accept")), 404, "unknown-item");
+    // idle has no version: accepting anything is refused before a first version is stored.
+    assert_error(post(&s, "/api/v1/workloads/idle/proposals/x/accept"), 404, "unknown-item");
+    assert!(versions(&s, "idle").is_empty());
+
+    // Bad input: wrong types, half a pair, invalid UTF-8, unknown parameters, bodies where none
+    // is taken, oversized bodies, wrong methods.
+    for path in [
+        format!("{w}/policy?version=two"),
+        format!("{w}/policy?version=-1"),
+        format!("{w}/policy/versions/two"),
+        format!("{w}/policy/versions/%FF"),
+        format!("{w}/policy/diff?from=1"),
+        format!("{w}/policy/diff?from=1&to=0"),
+        format!("{w}/policy/diff?from=x&to=1"),
+        format!("{w}/policy/diff?from=1&to=2&colour=red"),
+        format!("{w}/policy/check?version=x"),
+        format!("{w}/policy/check?since=yesterday"),
+        format!("{w}/policy/check?until=%FF"),
+        "/api/v1/workloads/%FF/proposals".to_owned(),
+    ] {
+        assert_error(get(&s, &path), 400, "bad-request");
+    }
+    let accept_url = format!("{}{w}/proposals/x/accept", s.url);
+    let with_body =
+        |url: &str, body: &[u8]| send("POST", url, Some(&s.token), Some(("application/json", body)));
+    assert_error(with_body(&accept_url, b"{\"id\":"), 400, "bad-request");
+    assert_error(with_body(&accept_url, b"{}"), 400, "bad-request");
+    assert_error(with_body(&format!("{}{w}/policy/versions", s.url), b"\xff\xfe"), 400, "bad-request");
+    let big = vec![b'x'; api::MAX_BODY_BYTES + 1];
+    assert_error(with_body(&accept_url, &big), 413, "payload-too-large");
+    assert_error(with_body(&format!("{}{w}/policy/versions", s.url), &big), 413, "payload-too-large");
+    assert_error(post(&s, &format!("{w}/proposals/%FF%FE/accept")), 400, "bad-request");
+    assert_error(
+        send("DELETE", &format!("{}{w}/policy/versions", s.url), Some(&s.token), None),
+        405,
+        "bad-request",
+    );
+    assert_error(get(&s, &format!("{w}/proposals/{id}/accept")), 405, "bad-request");
+    assert_error(post(&s, &format!("{w}/policy")), 405, "bad-request");
+    // Without the token: 401, and nothing written.
+    assert_error(send("POST", &format!("{}{w}/policy/versions", s.url), None, None), 401, "unauthorized");
+    assert_eq!(versions(&s, "web"), [1, 2], "bad input wrote a version");
+}
+
+#[test]
+fn stance_policy_through_the_api_prints_what_it_prints_offline() {
+    let tmp = TempDir::new("api-policy-cli");
+    let s = Server::start(tmp.path(), None);
+    let db = s.db.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = stance(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    // Through the API first: the daemon stores version 1 and says so, like offline would.
+    let (via_api, note) = run(&["policy", "web", "--server", &s.url, "--db", &db, "-o", "json", "--explain"]);
+    assert!(note.contains("wrote version 1 of web"), "{note}");
+    let (offline, note) = run(&["policy", "web", "--db", &db, "-o", "json", "--explain"]);
+    assert!(note.is_empty(), "{note}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&via_api).unwrap(),
+        serde_json::from_str::<Value>(&offline).unwrap()
+    );
+    let doc: Value = serde_json::from_str(&via_api).unwrap();
+    let id = doc["proposed"][0]["id"].as_str().expect("a proposal").to_owned();
+    for format in ["kubearmor", "cilium"] {
+        let (a, _) = run(&["policy", "web", "--server", &s.url, "--db", &db, "--format", format]);
+        let (b, _) = run(&["policy", "web", "--db", &db, "--format", format]);
+        assert_eq!(a, b, "{format}");
+    }
+    let (a, _) = run(&["policy", "check", "web", "--server", &s.url, "--db", &db]);
+    let (b, _) = run(&["policy", "check", "web", "--db", &db]);
+    assert_eq!(a, b);
+    assert!(a.starts_with("workload web version 1: 0 of 3 actions would be denied"), "{a}");
+
+    let (accepted, _) = run(&["policy", "accept", "web", &id, "--server", &s.url, "--db", &db]);
+    assert!(accepted.starts_with(&format!("web: accepted {id} (")), "{accepted}");
+    assert!(accepted.trim_end().ends_with("into version 2"), "{accepted}");
+    let (a, _) = run(&["policy", "diff", "web", "--server", &s.url, "--db", &db, "-o", "json"]);
+    let (b, _) = run(&["policy", "diff", "web", "--db", &db, "-o", "json"]);
+    assert_eq!(a, b);
+    let (a, _) = run(&["policy", "diff", "web", "0", "2", "--server", &s.url, "--db", &db]);
+    let (b, _) = run(&["policy", "diff", "web", "0", "2", "--db", &db]);
+    assert_eq!(a, b);
+
+    // Errors come back as the server's one line.
+    let out = stance(&["policy", "accept", "web", "nothing", "--server", &s.url, "--db", &db]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "stance: workload 'web' has no proposed addition 'nothing' (see `stance policy web --explain`)"
+    );
+    let out = stance(&["policy", "check", "idle", "--server", &s.url, "--db", &db]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "stance: workload 'idle' has no policy version 1"
+    );
+}
+
+#[test]
 fn openapi_covers_every_endpoint() {
     let tmp = TempDir::new("api-openapi");
     let s = Server::start(tmp.path(), None);
@@ -538,6 +776,13 @@ fn openapi_covers_every_endpoint() {
         ("/api/v1/workloads/{name}/graph", "get"),
         ("/api/v1/workloads/{name}/mode", "put"),
         ("/api/v1/workloads/{name}/policy", "get"),
+        ("/api/v1/workloads/{name}/policy/versions", "get"),
+        ("/api/v1/workloads/{name}/policy/versions", "post"),
+        ("/api/v1/workloads/{name}/policy/versions/{version}", "get"),
+        ("/api/v1/workloads/{name}/policy/diff", "get"),
+        ("/api/v1/workloads/{name}/policy/check", "get"),
+        ("/api/v1/workloads/{name}/proposals", "get"),
+        ("/api/v1/workloads/{name}/proposals/{id}/accept", "post"),
         ("/api/v1/events", "get"),
         ("/api/v1/status", "get"),
         ("/api/v1/openapi.json", "get"),

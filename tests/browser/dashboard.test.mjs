@@ -3,7 +3,10 @@
 // Starts `stance run` on a temporary database, observes a real workload (`stance launch`), then in
 // the browser: enters the token, opens the workload, sees its graph's nodes, switches its network
 // domain to audit, makes the workload connect to a port its policy has never seen, and waits for the
-// would-deny in the live feed. A screenshot is kept under target/browser/.
+// would-deny in the live feed. Then the review flow: the would-deny's proposal is accepted from the
+// dashboard, the version diff shows the adopted rule, and Enforce first shows what the policy would
+// deny of the recorded behaviour (replay) and, cancelled, changes nothing. Screenshots are kept
+// under target/browser/.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -117,6 +120,13 @@ async function main() {
     // The workload list, then the workload's graph.
     const row = page.locator(`tr[data-workload="${workload}"]`);
     await row.waitFor();
+    // Readiness with its reason, as the API (and `stance workloads`) say.
+    const listed = (await api(d, `/workloads/${workload}`)).body.readiness;
+    const readiness = await row.locator('td.readiness').textContent();
+    check(
+      readiness === `${listed.ready ? 'ready' : 'learning'}: ${listed.reason}`,
+      `readiness column '${readiness}' vs ${JSON.stringify(listed)}`,
+    );
     await row.locator('a').click();
     await page.locator('#graph-count', { hasText: 'nodes' }).waitFor();
     const labels = await page.evaluate(() => window.stance.cy.nodes().map((n) => n.data('item').label));
@@ -149,6 +159,58 @@ async function main() {
     const shot = path.join(ARTIFACTS, 'dashboard.png');
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`browser test: screenshot in ${shot}`);
+
+    // The would-deny is proposed as an addition; accept it from the dashboard.
+    const proposal = page.locator('#proposals li[data-proposal]', { hasText: '127.0.0.1' });
+    await until('the proposal in the dashboard', async () => {
+      await page.click('#proposals-refresh');
+      await page.waitForTimeout(300);
+      return (await proposal.count()) > 0;
+    });
+    const id = await proposal.first().getAttribute('data-proposal');
+    const before = (await api(d, `/workloads/${workload}/policy/versions`)).body;
+    check(before.length >= 1, `audit stores a version first: ${JSON.stringify(before)}`);
+    await proposal.first().locator('button.accept').click();
+    await page.locator('#policy-version', { hasText: 'accepted' }).waitFor();
+    const after = (await api(d, `/workloads/${workload}/policy/versions`)).body;
+    check(after.length === before.length + 1, `accept stores one version: ${JSON.stringify(after)}`);
+    check(after[after.length - 1].origin === 'accept', `the new version is an accept: ${JSON.stringify(after)}`);
+    await page.locator(`#proposals li[data-proposal="${id}"]`).waitFor({ state: 'detached' });
+
+    // The diff between the last two versions is the adopted rule.
+    const [older, newer] = [before[before.length - 1].version, after[after.length - 1].version];
+    await until('the new version in the diff selectors', async () =>
+      (await page.locator(`#diff-to option[value="${newer}"]`).count()) > 0,
+    );
+    await page.selectOption('#diff-from', String(older));
+    await page.selectOption('#diff-to', String(newer));
+    await page.click('#diff-show');
+    const diff = page.locator('#diff-text');
+    await diff.filter({ hasText: `+ ${id}` }).waitFor();
+    const diffText = await diff.textContent();
+    check(diffText.includes('127.0.0.1') && !diffText.includes('\n- '), `diff: ${diffText}`);
+
+    // Enforce asks first, with what the policy would deny of the recorded behaviour: python3 ran
+    // only after the version audit stored, so the replay denies it.
+    const replay = (await api(d, `/workloads/${workload}/policy/check`)).body;
+    check(replay.version === newer, `replay of the latest version: ${JSON.stringify(replay)}`);
+    check(replay.denied.some((x) => x.object.includes('python3')), `replay denies python3: ${JSON.stringify(replay)}`);
+    await page.click('#mode-enforce');
+    await page.locator('#replay-summary').waitFor();
+    const summary = await page.locator('#replay-summary').textContent();
+    check(
+      summary.includes(`would deny ${replay.denied.length} of ${replay.checked}`),
+      `confirmation shows the replay: ${summary}`,
+    );
+    const items = await page.locator('#replay-denials li').allTextContents();
+    check(items.length === Math.min(50, replay.denied.length), `${items.length} denials listed`);
+    check(items.some((t) => t.includes('python3')), `denials listed: ${items.join(' | ')}`);
+    check(!(await page.locator('#confirm-ok').isDisabled()), 'enforce is offered once the replay answered');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'enforce-confirm.png'), fullPage: true });
+    await page.click('#confirm-cancel');
+    await page.locator('#confirm-dialog').waitFor({ state: 'hidden' });
+    const modes = (await api(d, `/workloads/${workload}`)).body.modes;
+    check(modes.network === 'audit', `cancelled enforce changed nothing: ${JSON.stringify(modes)}`);
 
     const back = await api(d, `/workloads/${workload}/mode`, { method: 'PUT', body: JSON.stringify({ mode: 'observe' }) });
     check(back.status === 200, `back to observe: ${JSON.stringify(back.body)}`);

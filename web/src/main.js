@@ -90,7 +90,7 @@ async function showWorkloads() {
           el('td', {}, el('a', { href: `#/w/${enc(w.name)}` }, w.name)),
           el('td', {}, w.kind),
           el('td', { class: 'modes' }, modesText(w.modes)),
-          el('td', {}, readinessText(w)),
+          el('td', { class: 'readiness' }, readinessText(w)),
           el('td', { class: 'num' }, w.edges),
           el('td', { class: w.losses.total ? 'num warning' : 'num', title: w.warnings.join('\n') }, w.losses.total),
           el('td', {}, w.last_seen),
@@ -181,11 +181,27 @@ async function loadPolicy() {
     const p = await call(`/workloads/${enc(current.name)}/policy?format=${enc(format)}`);
     policyText = p.content;
     pre.textContent = policyText;
+    // A GET never stores a version: before the first one, the recommendation is shown unsaved.
+    $('#policy-version').textContent =
+      p.version === null ? 'not stored yet: the recommendation as it is now' : `version ${p.version}`;
   } catch (e) {
     policyText = '';
     failed(e, pre);
   }
 }
+
+// Stores the recommendation of the behaviour as it is now (a new version only if it changed).
+$('#policy-recommend').addEventListener('click', async () => {
+  try {
+    const r = await call(`/workloads/${enc(current.name)}/policy/versions`, { method: 'POST' });
+    $('#policy-version').textContent = r.created ? `stored version ${r.version}` : `version ${r.version} still holds`;
+    loadPolicy();
+    loadVersions();
+    loadProposals();
+  } catch (e) {
+    failed(e, $('#policy-version'));
+  }
+});
 $('#policy-format').addEventListener('change', loadPolicy);
 
 $('#policy-copy').addEventListener('click', async () => {
@@ -214,7 +230,8 @@ $('#policy-download').addEventListener('click', () => {
 async function loadVersions() {
   try {
     const versions = await call(`/workloads/${enc(current.name)}/policy/versions`);
-    const opts = () => versions.map((v) => el('option', { value: v.version }, `v${v.version} ${v.created_at ?? ''}`));
+    const opts = () =>
+      versions.map((v) => el('option', { value: v.version }, `v${v.version} ${v.origin} ${v.created_at}`));
     $('#diff-from').replaceChildren(...opts());
     $('#diff-to').replaceChildren(...opts());
     if (versions.length > 1) $('#diff-from').value = versions[versions.length - 2].version;
@@ -230,7 +247,13 @@ $('#diff-show').addEventListener('click', async () => {
   const to = $('#diff-to').value;
   try {
     const d = await call(`/workloads/${enc(current.name)}/policy/diff?from=${enc(from)}&to=${enc(to)}`);
-    $('#diff-text').textContent = d.text ?? JSON.stringify(d, null, 2);
+    const lines = [
+      `version ${d.from} → ${d.to}`,
+      ...d.removed.map((r) => `- ${r.id}  ${r.text}`),
+      ...d.added.map((r) => `+ ${r.id}  ${r.text}`),
+    ];
+    if (!d.added.length && !d.removed.length) lines.push('no change');
+    $('#diff-text').textContent = lines.join('\n');
   } catch (e) {
     failed(e, $('#diff-text'));
   }
@@ -248,23 +271,26 @@ async function loadProposals() {
       ...proposals.map((p) =>
         el(
           'li',
-          {},
-          el('code', {}, p.summary ?? JSON.stringify(p.rule ?? p)),
+          { 'data-proposal': p.id, title: `${p.evidence.hits} event(s), last ${p.evidence.last_seen}` },
+          el('code', {}, p.text),
           ' ',
-          el('button', { onclick: () => accept(p.id) }, 'Accept'),
+          el('button', { class: 'accept', onclick: () => accept(p.id) }, 'Accept'),
         ),
       ),
     );
   } catch (e) {
+    // 409: the behaviour changed since the latest version; "Store recommendation" first.
     failed(e, ul);
   }
 }
+$('#proposals-refresh').addEventListener('click', () => loadProposals());
 
 async function accept(id) {
   try {
-    await call(`/workloads/${enc(current.name)}/proposals/${enc(id)}/accept`, { method: 'POST', body: {} });
+    const a = await call(`/workloads/${enc(current.name)}/proposals/${enc(id)}/accept`, { method: 'POST' });
+    $('#policy-version').textContent = `accepted ${a.rule.text} into version ${a.version}`;
+    await loadVersions();
     loadProposals();
-    loadVersions();
     loadPolicy();
   } catch (e) {
     failed(e, $('#proposals'));
@@ -279,21 +305,40 @@ function chosenDomains() {
 }
 
 // Before enforce: what the policy would deny of the stored behaviour (replay), and a confirmation.
+// Enforce stays disabled until the replay has answered.
 async function confirmEnforce() {
   const body = $('#confirm-body');
+  const ok = $('#confirm-ok');
+  ok.disabled = true;
   body.replaceChildren(el('p', {}, 'Replaying the stored behaviour against the policy…'));
   const dialog = $('#confirm-dialog');
+  dialog.returnValue = '';
   dialog.showModal();
   try {
     const check = await call(`/workloads/${enc(current.name)}/policy/check`);
-    const denials = check.denials ?? check;
+    const which = check.version === null ? 'The first recommended policy' : `Policy version ${check.version}`;
+    const denied = check.denied;
     body.replaceChildren(
-      el('p', {}, denials.length ? `The policy would deny ${denials.length} observed action(s):` : 'The policy denies nothing the workload was seen doing.'),
-      el('ul', { id: 'replay-denials' }, ...denials.slice(0, 50).map((d) => el('li', {}, d.summary ?? `${d.domain}: ${d.object}`))),
+      el(
+        'p',
+        { id: 'replay-summary' },
+        denied.length
+          ? `${which} would deny ${denied.length} of ${check.checked} observed actions:`
+          : `${which} denies none of the ${check.checked} observed actions.`,
+      ),
+      el(
+        'ul',
+        { id: 'replay-denials' },
+        ...denied
+          .slice(0, 50)
+          .map((d) => el('li', {}, `${d.domain}: ${d.actor} → ${d.object} ${d.access} (${d.hits}×, last ${d.last_seen})`)),
+      ),
+      denied.length > 50 ? el('p', { class: 'muted' }, `and ${denied.length - 50} more`) : '',
     );
   } catch (e) {
     body.replaceChildren(el('p', { class: 'warning' }, `Replay unavailable: ${e.message}`));
   }
+  ok.disabled = false;
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
   });

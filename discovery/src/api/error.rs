@@ -43,6 +43,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The enforcer refused the policy; the previous one stays.
     Rejected,
+    /// The answer needs a newer policy version first (POST .../policy/versions); nothing changed.
+    Stale,
     /// The daemon failed otherwise (database); nothing changed.
     Internal,
 }
@@ -184,24 +186,58 @@ pub fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The `{name}` segment (a workload name), percent-decoded. Bytes that are not UTF-8 are refused
-/// rather than replaced, so a name never silently becomes another one.
+/// A request that must carry no body (the POSTs that act on the path alone). Reading it enforces
+/// the body limit (413) like every other request; a body is refused rather than ignored, so a
+/// client that meant to send parameters learns they were not taken.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body larger than {} bytes", super::MAX_BODY_BYTES),
+                )
+            } else {
+                ApiError::bad_request(r.body_text())
+            }
+        })?;
+        if body.is_empty() {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::bad_request("this endpoint takes no request body"))
+        }
+    }
+}
+
+/// The path segment `n` places after `workloads` (0: the workload name; the routes' later
+/// segments by position, so a workload named like a route segment stays a name), percent-decoded.
+/// Bytes that are not UTF-8 are refused rather than replaced, so a name never silently becomes
+/// another one. From the raw URI: axum's own path captures replace invalid UTF-8 instead of
+/// refusing it.
+pub fn path_segment(uri: &Uri, n: usize, what: &str) -> Result<String, ApiError> {
+    let mut segments = uri.path().split('/');
+    let raw = segments
+        .by_ref()
+        .find(|s| *s == "workloads")
+        .and_then(|_| segments.nth(n))
+        .ok_or_else(|| ApiError::bad_request(format!("no {what} in the path")))?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request(format!("the {what} in the path is not valid UTF-8")))?;
+    Ok(decoded.into_owned())
+}
+
+/// The `{name}` segment (a workload name).
 pub struct PathName(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathName {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // From the raw URI: axum's own path captures replace invalid UTF-8 instead of refusing it.
-        let mut segments = parts.uri.path().split('/');
-        let raw = segments
-            .by_ref()
-            .find(|s| *s == "workloads")
-            .and_then(|_| segments.next())
-            .ok_or_else(|| ApiError::bad_request("no workload name in the path"))?;
-        let name = percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| ApiError::bad_request("the workload name in the path is not valid UTF-8"))?;
-        Ok(PathName(name.into_owned()))
+        path_segment(&parts.uri, 0, "workload name").map(PathName)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! browser / scripts ──HTTP(S)──► router ──► /api/v1/*  (bearer token) ──► store (read-only pool)
-//!                                   │                                 └─► control actor (modes)
+//!                                   │                                 ├─► control actor (modes)
+//!                                   │                                 └─► store (read-write: POSTs that store policy versions)
 //!                                   ├─► /healthz /readyz /metrics
 //!                                   └─► /  the dashboard (web/dist)
 //! ```
@@ -22,14 +23,18 @@ use std::{
 use axum::{
     extract::DefaultBodyLimit,
     middleware,
-    routing::{any, get, put},
+    routing::{any, get, post, put},
     Router,
 };
 use tokio::sync::watch;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing::warn;
 
-use crate::{config::TlsFiles, control::actor::ActorHandle, store::Store};
+use crate::{
+    config::{ReadinessConfig, TlsFiles},
+    control::actor::ActorHandle,
+    store::Store,
+};
 
 pub mod auth;
 pub mod client;
@@ -39,6 +44,7 @@ pub mod metrics;
 mod openapi;
 pub mod policy;
 mod schema;
+pub mod versions;
 pub mod workloads;
 
 pub use error::{ApiError, ErrorBody, ErrorKind};
@@ -73,8 +79,13 @@ pub enum ServeError {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    /// Read-only connection to the daemon's database.
+    /// Read-only connection to the daemon's database: every GET reads through it, so none can write.
     pub store: Store,
+    /// Read-write connection (`Store::open_for_review`) for the two requests that store policy
+    /// versions: `POST .../policy/versions` and accepting a proposal. Modes go through `control`.
+    pub versions: Store,
+    /// When learning counts as done (readiness in the workload list).
+    pub readiness: ReadinessConfig,
     /// The enforcement actor; None when the daemon has none (tests of reads only).
     pub control: Option<ActorHandle>,
     /// The token every /api request must carry.
@@ -91,6 +102,12 @@ pub fn router(state: ApiState, web_dir: &Path) -> Router {
         .route("/workloads/{name}/graph", get(workloads::graph))
         .route("/workloads/{name}/mode", put(workloads::set_mode))
         .route("/workloads/{name}/policy", get(policy::get))
+        .route("/workloads/{name}/policy/versions", get(versions::list).post(versions::create))
+        .route("/workloads/{name}/policy/versions/{version}", get(versions::one))
+        .route("/workloads/{name}/policy/diff", get(versions::diff))
+        .route("/workloads/{name}/policy/check", get(versions::check))
+        .route("/workloads/{name}/proposals", get(versions::proposals))
+        .route("/workloads/{name}/proposals/{id}/accept", post(versions::accept))
         .route("/events", get(events::list))
         .route("/status", get(workloads::status))
         .route("/openapi.json", get(openapi::serve))

@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{error, events, metrics, policy, workloads};
+use super::{error, events, metrics, policy, versions, workloads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,13 @@ use super::{error, events, metrics, policy, workloads};
         workloads::set_mode,
         workloads::status,
         policy::get,
+        versions::list,
+        versions::one,
+        versions::create,
+        versions::diff,
+        versions::check,
+        versions::proposals,
+        versions::accept,
         events::list,
         serve,
         metrics::healthz,

@@ -1,5 +1,11 @@
 //! A workload's policy in every format: Stance's native one (what the enforcer loads) and the
 //! exports for other enforcers (`export`).
+//!
+//! What is served is the recommender's latest stored version (`stance policy`, `stance mode` and
+//! `POST .../policy/versions` store versions), read as it is: serving it costs two small queries,
+//! never a recomputation from the graph. A GET never stores a version. Before any version is
+//! stored, it serves what the recommender would store first, computed from the graph on each
+//! request, with `version: null`.
 
 use axum::{extract::State, Json};
 use serde::{Deserialize, Serialize};
@@ -10,9 +16,10 @@ use super::{
     ApiError, ApiState, ErrorBody,
 };
 use crate::{
-    enforce::{compile, Policy},
+    enforce::Policy,
     export::{self, ExportFormat},
-    store::{Store, WorkloadInfo},
+    recommend,
+    store::{Store, StoreError, WorkloadInfo},
 };
 
 /// The formats, as `format=` takes them.
@@ -35,12 +42,16 @@ pub struct PolicyQuery {
     pub format: Option<String>,
     /// json or yaml; default json for native, yaml (what `kubectl apply` takes) for the others.
     pub output: Option<Output>,
+    /// A stored version (default: the latest).
+    pub version: Option<u32>,
 }
 
 /// A policy document, ready to copy or download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyDocument {
     pub workload: String,
+    /// The stored version served; null before any is stored (the recommendation as it is now).
+    pub version: Option<u32>,
     pub format: String,
     pub output: Output,
     /// `application/json` or `application/yaml`.
@@ -49,22 +60,84 @@ pub struct PolicyDocument {
     pub content: String,
 }
 
-/// The policy Stance recommends for the workload now, with the workload's identity.
-pub async fn recommended(store: &Store, name: &str) -> Result<(WorkloadInfo, Policy), ApiError> {
+/// The policy served: a stored version, or the first recommendation when none is stored.
+pub struct Served {
+    pub workload: WorkloadInfo,
+    /// None: nothing stored yet.
+    pub version: Option<u32>,
+    pub origin: String,
+    /// RFC 3339; None with `version`.
+    pub created_at: Option<String>,
+    pub policy: Policy,
+}
+
+/// The native document, as `stance policy WORKLOAD -o json` prints it (without proposals, which
+/// `GET .../proposals` lists, and without the evidence).
+#[derive(Serialize)]
+struct NativeDocument<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    workload: &'a str,
+    version: Option<u32>,
+    origin: &'a str,
+    #[serde(rename = "createdAt")]
+    created_at: Option<&'a str>,
+    policy: &'a Policy,
+}
+
+/// The workload's identity without its graph: what the exports select it by.
+async fn identity(store: &Store, name: &str) -> Result<WorkloadInfo, ApiError> {
+    store
+        .workloads()
+        .await?
+        .into_iter()
+        .find(|w| w.workload.name == name)
+        .map(|w| w.workload)
+        .ok_or_else(|| StoreError::UnknownWorkload { name: name.to_owned() }.into())
+}
+
+/// The version to serve: `version`, else the latest, else (nothing stored) the recommendation the
+/// first `stance mode` would store (`recommend::latest_or_new`; with no version there are no
+/// adopted rules either).
+pub async fn served(store: &Store, name: &str, version: Option<u32>) -> Result<Served, ApiError> {
+    if let Some(v) = store.policy_version(name, version).await? {
+        return Ok(Served {
+            workload: identity(store, name).await?,
+            version: Some(v.version),
+            origin: v.origin,
+            created_at: Some(v.created_at),
+            policy: v.policy,
+        });
+    }
+    if let Some(version) = version {
+        return Err(recommend::RecommendError::NoVersion { workload: name.to_owned(), version }.into());
+    }
     let graph = store.graph(name).await?;
-    let policy = compile::from_graph(&graph);
-    Ok((graph.workload, policy))
+    let policy = recommend::recommend(&graph, &recommend::RealFs).policy;
+    Ok(Served {
+        workload: graph.workload,
+        version: None,
+        origin: crate::store::ORIGIN_RECOMMEND.to_owned(),
+        created_at: None,
+        policy,
+    })
 }
 
 /// Renders `policy` in `format`.
-pub fn render(
-    workload: &WorkloadInfo,
-    policy: &Policy,
-    format: &str,
-    output: Option<Output>,
-) -> Result<PolicyDocument, ApiError> {
+pub fn render(served: &Served, format: &str, output: Option<Output>) -> Result<PolicyDocument, ApiError> {
+    let (workload, policy) = (&served.workload, &served.policy);
     let (value, default_output) = if format == "native" {
-        let value = serde_json::to_value(policy).map_err(|e| ApiError::internal(&e))?;
+        let doc = NativeDocument {
+            api_version: recommend::render::API_VERSION,
+            kind: "Policy",
+            workload: &workload.name,
+            version: served.version,
+            origin: &served.origin,
+            created_at: served.created_at.as_deref(),
+            policy,
+        };
+        let value = serde_json::to_value(doc).map_err(|e| ApiError::internal(&e))?;
         (value, Output::Json)
     } else {
         let f: ExportFormat = format.parse().map_err(|_| {
@@ -86,6 +159,7 @@ pub fn render(
     };
     Ok(PolicyDocument {
         workload: workload.name.clone(),
+        version: served.version,
         format: format.to_owned(),
         output,
         media_type: media_type.to_owned(),
@@ -93,7 +167,9 @@ pub fn render(
     })
 }
 
-/// The workload's recommended policy in one format.
+/// The workload's policy in one format: the latest stored version (or `version`), read as stored.
+/// Before any version is stored: the recommendation of the behaviour as it is now, `version` null.
+/// Never stores a version (`POST .../policy/versions` does).
 #[utoipa::path(get, path = "/api/v1/workloads/{name}/policy", tag = "policy",
     params(("name" = String, Path, description = "Workload name"), PolicyQuery),
     responses((status = 200, body = PolicyDocument), (status = 400, body = ErrorBody),
@@ -111,6 +187,6 @@ pub async fn get(
             FORMATS.join(", ")
         )));
     }
-    let (workload, policy) = recommended(&state.store, &name).await?;
-    Ok(Json(render(&workload, &policy, format, q.output)?))
+    let served = served(&state.store, &name, q.version).await?;
+    Ok(Json(render(&served, format, q.output)?))
 }

@@ -12,11 +12,12 @@ use super::{
 use crate::{
     control::protocol::ModeReply,
     enforce::{Domain, Mode, Modes},
+    recommend::{self, Readiness},
     store::{Graph, WorkloadSummary},
 };
 
 /// A workload as the dashboard lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkloadView {
     /// Identity, activity span, graph size and losses.
     #[serde(flatten)]
@@ -25,6 +26,10 @@ pub struct WorkloadView {
     pub modes: Modes,
     /// One line per reason to distrust the graph (lost observations).
     pub warnings: Vec<String>,
+    /// Whether learning is done, and why (READY and REASON of `stance workloads`): `ready`,
+    /// `reason`, and per domain the new rules of each recent window.
+    #[schema(value_type = Object)]
+    pub readiness: Readiness,
 }
 
 /// `PUT /api/v1/workloads/{name}/mode`
@@ -72,8 +77,12 @@ fn warnings(summary: &WorkloadSummary) -> Vec<String> {
 }
 
 async fn view(state: &ApiState, summary: WorkloadSummary) -> Result<WorkloadView, ApiError> {
-    let modes = state.store.workload_enforcement(&summary.workload.name).await?.modes;
-    Ok(WorkloadView { warnings: warnings(&summary), modes, summary })
+    let name = &summary.workload.name;
+    let modes = state.store.workload_enforcement(name).await?.modes;
+    let graph = state.store.graph(name).await?;
+    let readiness =
+        recommend::review::readiness_of(&state.store, &graph, &recommend::RealFs, &state.readiness).await?;
+    Ok(WorkloadView { warnings: warnings(&summary), modes, readiness, summary })
 }
 
 /// Every workload observed.
