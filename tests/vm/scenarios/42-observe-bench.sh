@@ -7,8 +7,9 @@
 # Software emulation distorts absolute times: only the ratios mean something.
 # Each pair times every loop once without and once with the daemon, which is started and stopped
 # for the pair; odd pairs run A first, even pairs B first, so neither side always runs on a warm
-# cache. Prints `obs-bench-pair: LOOP PAIR WITHOUT_NS WITH_NS` per pair and loop and
-# `obs-bench: LOOP with/without MEDIAN (N pairs)`, and the hooks the daemon used as
+# cache. Prints `obs-bench-pair: LOOP PAIR WITHOUT_NS WITHOUT_CPU_NS WITH_NS WITH_CPU_NS` per pair
+# and loop (per operation), `obs-bench: LOOP with/without MEDIAN CPU_MEDIAN (N pairs)` (medians of
+# the per-pair ratios of wall and of CPU time), and the hooks the daemon used as
 # `obs-bench-hooks: file opens=HOOK network=HOOK`.
 #
 # Needs `stance` and `loadgen` (tests/bench/loadgen.c, compiled on the host) on PATH.
@@ -34,11 +35,11 @@ start_daemon() {
     rm -f /tmp/ob-stance.out /tmp/ob-stance.err
     STANCE_LOG=${STANCE_LOG:-warn} stance run --db "$db" >/tmp/ob-stance.out 2>/tmp/ob-stance.err &
     DPID=$!
-    i=0
+    w=0
     until grep -q "stance: writing to" /tmp/ob-stance.out 2>/dev/null; do
         kill -0 "$DPID" 2>/dev/null || fail "daemon exited during start"
-        i=$((i + 1))
-        [ "$i" -gt 600 ] && fail "daemon did not start within 120 s"
+        w=$((w + 1))
+        [ "$w" -gt 600 ] && fail "daemon did not start within 120 s"
         sleep 0.2
     done
     # Let start-up settle before anything is timed.
@@ -50,12 +51,15 @@ stop_daemon() {
     DPID=
 }
 
-# run LOOP N: one timed run as a monitored workload; sets NS to its wall time per operation.
+# run LOOP N: one timed run as a monitored workload; sets NS to its wall time per operation and
+# CPU to its CPU time per operation (user + system of the workload; time the kernel spends in the
+# probes for it is system time, time it waits while the daemon runs on the VM's one CPU is not).
 # (Not in $(...): `fail` must end the scenario, not a subshell.)
 run() {
     line=$(stance launch --workload "obs-bench-$1" -- loadgen "$1" "$2" 2>&1) || fail "loadgen $1 $2 failed: $line"
     NS=$(echo "$line" | sed -n 's/.* ns_per_op=\([0-9.]*\) .*/\1/p')
-    [ -n "$NS" ] || fail "loadgen $1 printed no result: $line"
+    CPU=$(echo "$line" | sed -n 's/.* cpu_ns_per_op=\([0-9.]*\).*/\1/p')
+    [ -n "$NS" ] && [ -n "$CPU" ] || fail "loadgen $1 printed no result: $line"
 }
 
 # The hooks in use, from the daemon's start-up report.
@@ -82,7 +86,7 @@ phase() {
     for loop in $LOOPS; do
         eval "n=\$N_$loop"
         run $loop "$n"
-        echo "$NS" >"/tmp/obs-bench-$1-$loop"
+        echo "$NS $CPU" >"/tmp/obs-bench-$1-$loop"
     done
 }
 i=1
@@ -104,10 +108,13 @@ while [ $i -le "$PAIRS" ]; do
     i=$((i + 1))
 done
 
+# median FIELD_WITH FIELD_WITHOUT LOOP: the median of the per-pair ratios.
+median() {
+    awk -v a="$1" -v b="$2" '{print $a / $b}' "/tmp/obs-bench-$3" | sort -n |
+        awk '{r[NR] = $1} END {print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2}'
+}
 for loop in $LOOPS; do
-    median=$(awk '{print $5 / $4}' "/tmp/obs-bench-$loop" | sort -n |
-        awk '{r[NR] = $1} END {print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2}')
-    echo "obs-bench: $loop with/without $median ($PAIRS pairs)"
+    echo "obs-bench: $loop with/without $(median 6 4 $loop) $(median 7 5 $loop) ($PAIRS pairs)"
 done
 rm -f "$db" "$db"-wal "$db"-shm /tmp/obs-bench-*
 echo "ok: scenario done"
