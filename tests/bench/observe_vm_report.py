@@ -22,8 +22,10 @@ LOOPS = {
 
 
 def parse(path):
-    """Pairs per loop [(without ns, without cpu, with ns, with cpu)], setup, hooks, kernel, passed."""
+    """Pairs per loop [(without ns, without cpu, with ns, with cpu)], setup, hooks, kernel, passed,
+    and from the stats run: ns per operation per loop, [(loop, program, runs, run time ns)]."""
     pairs, setup, hooks, kernel, passed = {}, {}, "", None, False
+    op_ns, bpf = {}, []
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
@@ -46,14 +48,18 @@ def parse(path):
                 setup = dict(kv.split("=", 1) for kv in words[1:] if "=" in kv)
             elif words[0] == "obs-bench-hooks:":
                 hooks = text.split(":", 1)[1].strip()
-    return pairs, setup, hooks, kernel, passed
+            elif words[0] == "obs-bench-op:" and len(words) == 3:
+                op_ns[words[1]] = float(words[2])
+            elif words[0] == "obs-bench-bpf:" and len(words) == 5:
+                bpf.append((words[1], words[2], int(words[3]), int(words[4])))
+    return pairs, setup, hooks, kernel, passed, op_ns, bpf
 
 
 def section(w, summary, path):
     w(f"### Observation overhead in a VM with fexit (target: ≤ {OVERHEAD_TARGET:.0%} slowdown)")
     w("")
     try:
-        pairs, setup, hooks, kernel, passed = parse(path)
+        pairs, setup, hooks, kernel, passed, op_ns, bpf = parse(path)
     except OSError as e:
         w(f"Not measured: cannot read the VM's output ({e}).")
         w("")
@@ -100,3 +106,18 @@ def section(w, summary, path):
                        f"wall, median over {len(got)} pairs (target ≤ {OVERHEAD_TARGET:.0%}: "
                        f"{verdict})")
     w("")
+    if bpf and op_ns:
+        w("Where the time goes: one more run of each loop with the daemon and `kernel.bpf_stats_enabled = 1`: per "
+          "program of the daemon that ran, its runs during that loop (every task of the VM), its mean run time, "
+          "and its run time per operation of the loop as a share of the operation's time (both emulated, "
+          "measured in the same run).")
+        w("")
+        w("| loop | program | runs | mean run time | per operation | share of an operation |")
+        w("| --- | --- | ---: | ---: | ---: | ---: |")
+        for loop, prog, runs, ns in bpf:
+            n = int(setup.get(loop, 0) or 0)
+            per_op = ns / n if n else 0
+            share = per_op / op_ns[loop] if op_ns.get(loop) else 0
+            w(f"| {loop} | `{prog}` | {runs:,} | {fmt_ns(ns / runs) if runs else '-'} | {fmt_ns(per_op)} "
+              f"| {share * 100:.1f}% |")
+        w("")
