@@ -271,7 +271,7 @@ say "observation: scenario 42 alone in a $VM_KERNEL VM, $OBS_VM_PAIRS pairs"
 mkdir -p "$TMP/vmbin"
 cp "$LOADGEN" "$TMP/vmbin/loadgen"
 if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 42-observe-bench --scenarios "$ROOT/tests/vm/scenarios" \
-    --bin "$STANCE" --bin "$TMP/vmbin/loadgen" --lib-from-ldd --scenario-timeout 3600 \
+    --bin "$STANCE" --bin "$TMP/vmbin/loadgen" --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
     --env STANCE_OBS_BENCH_PAIRS="$OBS_VM_PAIRS" >"$TMP/obs-vm.out" 2>&1; then
     tail -n 40 "$TMP/obs-vm.out" >&2
     fail "the observation benchmark VM failed (output above)"
