@@ -1,6 +1,8 @@
 //! Kernel side → userspace: loads Stance's observation programs (`probes-ebpf/src/observe.bpf.c`,
-//! embedded at build time), attaches each probe family, reports per family `active` or
-//! `unavailable: <reason>`, and hands out the ring buffer and the loss counters.
+//! embedded at build time), attaches each probe family through the first of its hooks the kernel
+//! takes (opens and network calls: fexit, else syscall tracepoints; never both), reports per family
+//! `active` (with the hook, where there was a choice) or `unavailable: <reason>`, and hands out the
+//! ring buffer and the loss counters.
 //!
 //! Nothing here interprets events beyond decoding (`decode`); aggregation is the pipeline's job.
 
@@ -110,8 +112,9 @@ enum Attach {
 }
 
 impl Attach {
-    /// Whether the kernel keeps a program of this kind from touching unrelated calls. A syscall
-    /// tracepoint does not: attaching one puts every syscall of every task on the slow path.
+    /// The hook's name in the start-up report. It matters to a reader for opens and network calls:
+    /// attaching any syscall tracepoint puts every syscall of every task on the kernel's slow path,
+    /// while an fexit trampoline costs only the calls it is attached to.
     fn label(&self) -> &'static str {
         match self {
             Attach::TracePoint(..) => "syscall tracepoints",
@@ -452,4 +455,32 @@ fn ensure_tracefs() -> Result<(), ProbeError> {
         return Err(err(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FamilyStatus;
+
+    fn status(hook: Option<&'static str>, alternatives: bool, attached: &[&'static str]) -> FamilyStatus {
+        FamilyStatus {
+            family: "file opens",
+            hook,
+            has_alternatives: alternatives,
+            attached: attached.to_vec(),
+            failed: Vec::new(),
+            passed_over: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_names_the_hook_only_where_there_was_a_choice() {
+        assert_eq!(status(Some("fexit"), true, &["a"]).to_string(), "file opens: active (fexit)");
+        assert_eq!(status(Some("tp_btf"), false, &["a"]).to_string(), "file opens: active");
+        let mut partial = status(Some("syscall tracepoints"), true, &["a"]);
+        partial.failed.push(("b", "ENOENT".into()));
+        assert_eq!(partial.to_string(), "file opens: active (syscall tracepoints; not attached: b: ENOENT)");
+        let mut none = status(None, true, &[]);
+        none.failed.push(("b", "EPERM".into()));
+        assert_eq!(none.to_string(), "file opens: unavailable: b: EPERM");
+    }
 }
