@@ -114,6 +114,20 @@ fn families_attach_and_report() {
         let st = p.status.iter().find(|s| s.family == fam).unwrap();
         assert!(st.is_active() && st.failed.is_empty(), "{names:?}");
     }
+    // Opens and network calls: through fexit where the kernel loads it, else through the syscall
+    // tracepoints, never both; the report names the hook, and says why fexit was passed over.
+    for fam in ["file opens", "network"] {
+        let st = p.status.iter().find(|s| s.family == fam).unwrap();
+        match st.hook {
+            Some("fexit") => assert!(st.attached.iter().all(|p| p.starts_with("stance_fx_")), "{st:?}"),
+            Some("syscall tracepoints") => {
+                assert!(st.attached.iter().all(|p| p.starts_with("stance_exit_")), "{st:?}");
+                assert!(!st.passed_over.is_empty(), "fexit refused without a reason: {st:?}");
+            }
+            other => panic!("{fam}: unexpected hook {other:?}"),
+        }
+        assert_eq!(st.to_string(), format!("{fam}: active ({})", st.hook.unwrap()));
+    }
     // Capabilities: fexit, else BPF-LSM, else the cap_capable tracepoint (6.14+). A kernel with the
     // tracepoint must get an active family; one without any of the three must say why, not pretend.
     let caps = p.status.iter().find(|s| s.family == "capabilities").unwrap();

@@ -4,10 +4,17 @@
  *
  * Paths are resolved from kernel objects (the opened struct file, bprm->file, mm->exe_file) by
  * walking dentries and crossing mounts, up to the acting task's root, so relative paths, symlinks,
- * /proc/self/fd/N and /proc/self/root/... all arrive as the real absolute path. The syscall
- * tracepoints only tell us *that* an open/connect happened and its result; the object comes from
+ * /proc/self/fd/N and /proc/self/root/... all arrive as the real absolute path. The syscall exit
+ * hooks only tell us *that* an open/connect happened and its result; the object comes from
  * the kernel's own state after the call, never from re-reading what the caller passed (except for
  * failed calls, where no object exists; those are flagged STANCE_F_UNRESOLVED).
+ *
+ * Opens and network calls are seen at syscall exit by one of two hooks, chosen per family by the
+ * loader, never both: fexit programs on the syscalls' x86_64 entry functions (__x64_sys_*), where
+ * the kernel allows them, else the syscall exit tracepoints. Attaching any syscall tracepoint puts
+ * every syscall of every task on the kernel's slow entry/exit path, whatever the program does; an
+ * fexit trampoline costs only the calls it is attached to. Both hand the same handler the return
+ * value and the caller's saved registers, so the records are the same whichever hook ran.
  *
  * Repeats are suppressed in the kernel by a per-CPU LRU keyed by (cgroup, kind, object, actor),
  * so repeated behaviour costs a map lookup and leaves the ring buffer quiet. Every event that cannot
@@ -344,6 +351,16 @@ struct regs_tail {
 	__u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 
+static __always_inline void args_from_tail(const struct regs_tail *t, __u64 args[6])
+{
+	args[0] = t->di;
+	args[1] = t->si;
+	args[2] = t->dx;
+	args[3] = t->r10;
+	args[4] = t->r8;
+	args[5] = t->r9;
+}
+
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
 	void *stack = task->stack;
@@ -357,18 +374,28 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, __u64
 		bpf_probe_read_kernel(&t, sizeof(t), &regs->r10);
 		if ((long)t.orig_ax == nr) {
 			regs_pad = pad;
-			args[0] = t.di;
-			args[1] = t.si;
-			args[2] = t.dx;
-			args[3] = t.r10;
-			args[4] = t.r8;
-			args[5] = t.r9;
+			args_from_tail(&t, args);
 			return 0;
 		}
 		if (regs_pad != 0xff)
 			break;
 	}
 	return -1;
+}
+
+/*
+ * The syscall's arguments: from the registers an fexit program on __x64_sys_* was handed (regs),
+ * or, at a syscall exit tracepoint (regs NULL), from those saved on the task's kernel stack.
+ */
+static __always_inline int user_args(struct task_struct *task, const struct pt_regs *regs, long nr, __u64 args[6])
+{
+	if (!regs)
+		return syscall_args(task, nr, args);
+	struct regs_tail t = {};
+	if (bpf_probe_read_kernel(&t, sizeof(t), &regs->r10))
+		return -1;
+	args_from_tail(&t, args);
+	return 0;
 }
 
 static __always_inline struct file *fd_file(struct task_struct *task, long fd)
@@ -439,7 +466,7 @@ static __always_inline __u32 access_from_flags(__u64 flags)
 	return acc;
 }
 
-static __always_inline int on_open_exit(long ret, long nr)
+static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs *regs)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if ((pid_tgid >> 32) == stance_tgid)
@@ -448,7 +475,7 @@ static __always_inline int on_open_exit(long ret, long nr)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	__u64 args[6] = {};
-	int have_args = syscall_args(task, nr, args) == 0;
+	int have_args = user_args(task, regs, nr, args) == 0;
 	long dirfd = AT_FDCWD;
 	const char *uname = NULL;
 	__u64 flags = 0;
@@ -564,31 +591,63 @@ static __always_inline int on_open_exit(long ret, long nr)
 SEC("tracepoint/syscalls/sys_exit_open")
 int stance_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_open_exit(ctx->ret, NR_open);
+	return on_open_exit(ctx->ret, NR_open, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int stance_exit_openat(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_open_exit(ctx->ret, NR_openat);
+	return on_open_exit(ctx->ret, NR_openat, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int stance_exit_openat2(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_open_exit(ctx->ret, NR_openat2);
+	return on_open_exit(ctx->ret, NR_openat2, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
 int stance_exit_creat(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_open_exit(ctx->ret, NR_creat);
+	return on_open_exit(ctx->ret, NR_creat, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int stance_exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_open_exit(ctx->ret, NR_open_by_handle_at);
+	return on_open_exit(ctx->ret, NR_open_by_handle_at, NULL);
+}
+
+/* The same opens where fexit programs load: each runs only for its own syscall. */
+
+SEC("fexit/__x64_sys_open")
+int BPF_PROG(stance_fx_open, const struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret, NR_open, regs);
+}
+
+SEC("fexit/__x64_sys_openat")
+int BPF_PROG(stance_fx_openat, const struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret, NR_openat, regs);
+}
+
+SEC("fexit/__x64_sys_openat2")
+int BPF_PROG(stance_fx_openat2, const struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret, NR_openat2, regs);
+}
+
+SEC("fexit/__x64_sys_creat")
+int BPF_PROG(stance_fx_creat, const struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret, NR_creat, regs);
+}
+
+SEC("fexit/__x64_sys_open_by_handle_at")
+int BPF_PROG(stance_fx_open_by_handle_at, const struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret, NR_open_by_handle_at, regs);
 }
 
 /* ---- connect and datagram sends --------------------------------------------------------------- */
@@ -598,7 +657,7 @@ struct user_msghdr_min {
 	int msg_namelen;
 };
 
-static __always_inline int on_net_exit(long ret, long nr)
+static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *regs)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if ((pid_tgid >> 32) == stance_tgid)
@@ -606,7 +665,7 @@ static __always_inline int on_net_exit(long ret, long nr)
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 args[6] = {};
-	if (syscall_args(task, nr, args) < 0)
+	if (user_args(task, regs, nr, args) < 0)
 		return 0;
 
 	long fd = (int)args[0];
@@ -732,25 +791,51 @@ static __always_inline int on_net_exit(long ret, long nr)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int stance_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_net_exit(ctx->ret, NR_connect);
+	return on_net_exit(ctx->ret, NR_connect, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int stance_exit_sendto(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_net_exit(ctx->ret, NR_sendto);
+	return on_net_exit(ctx->ret, NR_sendto, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int stance_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_net_exit(ctx->ret, NR_sendmsg);
+	return on_net_exit(ctx->ret, NR_sendmsg, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
 int stance_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_net_exit(ctx->ret, NR_sendmmsg);
+	return on_net_exit(ctx->ret, NR_sendmmsg, NULL);
+}
+
+/* The same calls where fexit programs load. */
+
+SEC("fexit/__x64_sys_connect")
+int BPF_PROG(stance_fx_connect, const struct pt_regs *regs, long ret)
+{
+	return on_net_exit(ret, NR_connect, regs);
+}
+
+SEC("fexit/__x64_sys_sendto")
+int BPF_PROG(stance_fx_sendto, const struct pt_regs *regs, long ret)
+{
+	return on_net_exit(ret, NR_sendto, regs);
+}
+
+SEC("fexit/__x64_sys_sendmsg")
+int BPF_PROG(stance_fx_sendmsg, const struct pt_regs *regs, long ret)
+{
+	return on_net_exit(ret, NR_sendmsg, regs);
+}
+
+SEC("fexit/__x64_sys_sendmmsg")
+int BPF_PROG(stance_fx_sendmmsg, const struct pt_regs *regs, long ret)
+{
+	return on_net_exit(ret, NR_sendmmsg, regs);
 }
 
 /* ---- process lifecycle ------------------------------------------------------------------------ */

@@ -13,14 +13,17 @@
 #      the workload's stored losses must be zero and its stored open counts must add up.
 #   4. Pipeline: `cargo bench --bench pipeline` on one CPU (events/s; SQLite edges/s).
 #   5. Daemon RSS (peak, VmHWM) and CPU time, during the B phases and during the loss run.
-#   6. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
+#   6. Observation with fexit, in a VM (this host's kernel refuses fexit, so here the daemon needs the
+#      syscall tracepoints, which put every syscall on the slow path): scenario 42 of tests/vm alone,
+#      on one kernel: the loops of 1. without and with the daemon, alternating pairs in one VM run.
+#   7. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
 #      one kernel, with more pairs than `make test` runs: enforced (1,000 file rules) against observe
 #      for openat+close and fork+exec, the two batches of a pair alternating; BPF run time per program.
 #
 # Environment: BENCH_PAIRS (default 15), BENCH_CPU (the CPU the overhead workloads and the pipeline
 # bench are pinned to; default the last one), BENCH_RUN_SECONDS (length of one run, default 0.5),
 # BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md; for the VM: BENCH_VM_KERNEL
-# (6.1 or 6.12, default 6.12), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
+# (6.1 or 6.12, default 6.12), BENCH_OBS_VM_PAIRS (scenario 42's pairs, default 7), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
 # 5000), BENCH_VM_EXECS (fork+execs per batch, default 30). Needs root.
 set -euo pipefail
 
@@ -36,6 +39,7 @@ VM_KERNEL=${BENCH_VM_KERNEL:-6.12}
 VM_PAIRS=${BENCH_VM_PAIRS:-31}
 VM_OPENS=${BENCH_VM_OPENS:-5000}
 VM_EXECS=${BENCH_VM_EXECS:-30}
+OBS_VM_PAIRS=${BENCH_OBS_VM_PAIRS:-7}
 VMTEST=$TARGET/release/stance-vmtest
 LOSS_RATE=100000
 LOSS_SECONDS=5
@@ -262,7 +266,19 @@ record daemon loss 1 "$STOP_HWM_KB" "$STOP_CPU" "$STOP_WALL"
 say "pipeline: replayed stream, pinned to CPU $CPU"
 taskset -c "$CPU" "$PIPELINE_BENCH" --bench | tee "$TMP/pipeline.out" >&2
 
-# --- 6. enforcement, in a VM: nothing else of this run is measuring while it runs ---
+# --- 6. observation with fexit, in a VM: nothing else of this run is measuring while it runs ---
+say "observation: scenario 42 alone in a $VM_KERNEL VM, $OBS_VM_PAIRS pairs"
+mkdir -p "$TMP/vmbin"
+cp "$LOADGEN" "$TMP/vmbin/loadgen"
+if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 42-observe-bench --scenarios "$ROOT/tests/vm/scenarios" \
+    --bin "$STANCE" --bin "$TMP/vmbin/loadgen" --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
+    --env STANCE_OBS_BENCH_PAIRS="$OBS_VM_PAIRS" >"$TMP/obs-vm.out" 2>&1; then
+    tail -n 40 "$TMP/obs-vm.out" >&2
+    fail "the observation benchmark VM failed (output above)"
+fi
+grep -E '^\[[0-9.]+\] obs-bench:' "$TMP/obs-vm.out" >&2 || true
+
+# --- 7. enforcement, in a VM: nothing else of this run is measuring while it runs ---
 say "enforcement: scenario 39 alone in a $VM_KERNEL VM, $VM_PAIRS pairs per loop ($VM_OPENS opens, $VM_EXECS execs per batch)"
 # The VM's console goes to a file (the harness prints every line); its verdict decides.
 if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 39-enforce-bench --scenarios "$ROOT/tests/vm/scenarios" \
@@ -281,4 +297,4 @@ record meta pairs "$PAIRS"
 record meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -B "$HERE/report.py" --raw "$RAW" --pipeline "$TMP/pipeline.out" \
     --loss-workloads "$TMP/loss-workloads.json" --loss-graph "$TMP/loss-graph.json" \
-    --vm "$TMP/vm.out" --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}
+    --vm "$TMP/vm.out" --observe-vm "$TMP/obs-vm.out" --benchmarks "$ROOT/BENCHMARKS.md" ${BENCH_NO_WRITE:+--no-write}

@@ -1,6 +1,8 @@
 //! Kernel side → userspace: loads Stance's observation programs (`probes-ebpf/src/observe.bpf.c`,
-//! embedded at build time), attaches each probe family, reports per family `active` or
-//! `unavailable: <reason>`, and hands out the ring buffer and the loss counters.
+//! embedded at build time), attaches each probe family through the first of its hooks the kernel
+//! takes (opens and network calls: fexit, else syscall tracepoints; never both), reports per family
+//! `active` (with the hook, where there was a choice) or `unavailable: <reason>`, and hands out the
+//! ring buffer and the loss counters.
 //!
 //! Nothing here interprets events beyond decoding (`decode`); aggregation is the pipeline's job.
 
@@ -61,10 +63,18 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct FamilyStatus {
     pub family: &'static str,
+    /// The hook the family observes through (`fexit`, `syscall tracepoints`, ...): the first of its
+    /// alternatives that the kernel took; `None` when none did.
+    pub hook: Option<&'static str>,
+    /// Whether the family has more than one way to hook (only then is the hook worth printing).
+    has_alternatives: bool,
     /// Programs of the family that attached.
     pub attached: Vec<&'static str>,
-    /// Programs that failed, with the reason (first line of the kernel's / aya's error).
+    /// Programs of the hook in use that failed, or of every hook when none was usable, with the
+    /// reason (first line of the kernel's / aya's error).
     pub failed: Vec<(&'static str, String)>,
+    /// Earlier alternatives the kernel refused, with why (the family then uses a later one).
+    pub passed_over: Vec<(&'static str, String)>,
 }
 
 impl FamilyStatus {
@@ -75,14 +85,16 @@ impl FamilyStatus {
 
 impl fmt::Display for FamilyStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.failed.is_empty() {
-            write!(f, "{}: active", self.family)
-        } else if self.attached.is_empty() {
-            let reasons: Vec<String> = self.failed.iter().map(|(p, r)| format!("{p}: {r}")).collect();
-            write!(f, "{}: unavailable: {}", self.family, reasons.join("; "))
-        } else {
-            let reasons: Vec<String> = self.failed.iter().map(|(p, r)| format!("{p}: {r}")).collect();
-            write!(f, "{}: active (not attached: {})", self.family, reasons.join("; "))
+        let reasons = || self.failed.iter().map(|(p, r)| format!("{p}: {r}")).collect::<Vec<_>>().join("; ");
+        let hook = self.hook.filter(|_| self.has_alternatives);
+        match (self.attached.is_empty(), self.failed.is_empty(), hook) {
+            (true, _, _) => write!(f, "{}: unavailable: {}", self.family, reasons()),
+            (false, true, None) => write!(f, "{}: active", self.family),
+            (false, true, Some(h)) => write!(f, "{}: active ({h})", self.family),
+            (false, false, None) => write!(f, "{}: active (not attached: {})", self.family, reasons()),
+            (false, false, Some(h)) => {
+                write!(f, "{}: active ({h}; not attached: {})", self.family, reasons())
+            }
         }
     }
 }
@@ -99,65 +111,122 @@ enum Attach {
     Lsm(&'static str),
 }
 
-/// A probe family: the programs that observe one kind of behaviour. For capabilities the programs
-/// are alternatives (the first that attaches is enough).
+impl Attach {
+    /// The hook's name in the start-up report. It matters to a reader for opens and network calls:
+    /// attaching any syscall tracepoint puts every syscall of every task on the kernel's slow path,
+    /// while an fexit trampoline costs only the calls it is attached to.
+    fn label(&self) -> &'static str {
+        match self {
+            Attach::TracePoint(..) => "syscall tracepoints",
+            Attach::BtfTracePoint(_) => "tp_btf",
+            Attach::FExit(_) => "fexit",
+            Attach::Lsm(_) => "BPF-LSM",
+        }
+    }
+}
+
+/// One way of observing a family: a set of programs of one kind.
+struct Hook {
+    programs: &'static [(&'static str, Attach)],
+    /// All programs must attach for the hook to be used; otherwise the ones that did are unloaded
+    /// and the next hook is tried (so two hooks never both report, or both miss, one event).
+    /// A last hook that is not strict is used when any of its programs attaches.
+    strict: bool,
+}
+
+/// A probe family: the programs that observe one kind of behaviour, as alternative hooks in
+/// order of preference (the first the kernel takes is used, and only that one).
 struct Family {
     name: &'static str,
-    programs: &'static [(&'static str, Attach)],
-    alternatives: bool,
+    hooks: &'static [Hook],
 }
 
 const FAMILIES: &[Family] = &[
     Family {
         name: "exec",
-        programs: &[("stance_exec", Attach::BtfTracePoint("sched_process_exec"))],
-        alternatives: false,
+        hooks: &[Hook {
+            programs: &[("stance_exec", Attach::BtfTracePoint("sched_process_exec"))],
+            strict: false,
+        }],
     },
     Family {
         name: "process lifecycle",
-        programs: &[
-            ("stance_fork", Attach::BtfTracePoint("sched_process_fork")),
-            ("stance_exit", Attach::BtfTracePoint("sched_process_exit")),
-        ],
-        alternatives: false,
+        hooks: &[Hook {
+            programs: &[
+                ("stance_fork", Attach::BtfTracePoint("sched_process_fork")),
+                ("stance_exit", Attach::BtfTracePoint("sched_process_exit")),
+            ],
+            strict: false,
+        }],
     },
     Family {
         name: "file opens",
-        programs: &[
-            ("stance_exit_open", Attach::TracePoint("syscalls", "sys_exit_open")),
-            ("stance_exit_openat", Attach::TracePoint("syscalls", "sys_exit_openat")),
-            ("stance_exit_openat2", Attach::TracePoint("syscalls", "sys_exit_openat2")),
-            ("stance_exit_creat", Attach::TracePoint("syscalls", "sys_exit_creat")),
-            ("stance_exit_open_by_handle_at", Attach::TracePoint("syscalls", "sys_exit_open_by_handle_at")),
+        hooks: &[
+            Hook {
+                programs: &[
+                    ("stance_fx_open", Attach::FExit("__x64_sys_open")),
+                    ("stance_fx_openat", Attach::FExit("__x64_sys_openat")),
+                    ("stance_fx_openat2", Attach::FExit("__x64_sys_openat2")),
+                    ("stance_fx_creat", Attach::FExit("__x64_sys_creat")),
+                    ("stance_fx_open_by_handle_at", Attach::FExit("__x64_sys_open_by_handle_at")),
+                ],
+                strict: true,
+            },
+            Hook {
+                programs: &[
+                    ("stance_exit_open", Attach::TracePoint("syscalls", "sys_exit_open")),
+                    ("stance_exit_openat", Attach::TracePoint("syscalls", "sys_exit_openat")),
+                    ("stance_exit_openat2", Attach::TracePoint("syscalls", "sys_exit_openat2")),
+                    ("stance_exit_creat", Attach::TracePoint("syscalls", "sys_exit_creat")),
+                    (
+                        "stance_exit_open_by_handle_at",
+                        Attach::TracePoint("syscalls", "sys_exit_open_by_handle_at"),
+                    ),
+                ],
+                strict: false,
+            },
         ],
-        alternatives: false,
     },
     Family {
         name: "network",
-        programs: &[
-            ("stance_exit_connect", Attach::TracePoint("syscalls", "sys_exit_connect")),
-            ("stance_exit_sendto", Attach::TracePoint("syscalls", "sys_exit_sendto")),
-            ("stance_exit_sendmsg", Attach::TracePoint("syscalls", "sys_exit_sendmsg")),
-            ("stance_exit_sendmmsg", Attach::TracePoint("syscalls", "sys_exit_sendmmsg")),
+        hooks: &[
+            Hook {
+                programs: &[
+                    ("stance_fx_connect", Attach::FExit("__x64_sys_connect")),
+                    ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
+                    ("stance_fx_sendmsg", Attach::FExit("__x64_sys_sendmsg")),
+                    ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
+                ],
+                strict: true,
+            },
+            Hook {
+                programs: &[
+                    ("stance_exit_connect", Attach::TracePoint("syscalls", "sys_exit_connect")),
+                    ("stance_exit_sendto", Attach::TracePoint("syscalls", "sys_exit_sendto")),
+                    ("stance_exit_sendmsg", Attach::TracePoint("syscalls", "sys_exit_sendmsg")),
+                    ("stance_exit_sendmmsg", Attach::TracePoint("syscalls", "sys_exit_sendmmsg")),
+                ],
+                strict: false,
+            },
         ],
-        alternatives: false,
     },
     Family {
         name: "capabilities",
-        programs: &[
-            ("stance_cap_capable", Attach::FExit("cap_capable")),
-            ("stance_lsm_capable", Attach::Lsm("capable")),
-            ("stance_tp_capable", Attach::BtfTracePoint("cap_capable")),
+        hooks: &[
+            Hook { programs: &[("stance_cap_capable", Attach::FExit("cap_capable"))], strict: true },
+            Hook { programs: &[("stance_lsm_capable", Attach::Lsm("capable"))], strict: true },
+            Hook { programs: &[("stance_tp_capable", Attach::BtfTracePoint("cap_capable"))], strict: true },
         ],
-        alternatives: true,
     },
     Family {
         name: "cgroups",
-        programs: &[
-            ("stance_cgroup_mkdir", Attach::BtfTracePoint("cgroup_mkdir")),
-            ("stance_cgroup_rmdir", Attach::BtfTracePoint("cgroup_rmdir")),
-        ],
-        alternatives: false,
+        hooks: &[Hook {
+            programs: &[
+                ("stance_cgroup_mkdir", Attach::BtfTracePoint("cgroup_mkdir")),
+                ("stance_cgroup_rmdir", Attach::BtfTracePoint("cgroup_rmdir")),
+            ],
+            strict: false,
+        }],
     },
 ];
 
@@ -240,24 +309,7 @@ impl Probes {
             .load(OBSERVE_OBJ)
             .map_err(ProbeError::Load)?;
 
-        let mut status = Vec::new();
-        for family in FAMILIES {
-            let mut st = FamilyStatus { family: family.name, attached: Vec::new(), failed: Vec::new() };
-            for (prog_name, how) in family.programs {
-                if family.alternatives && !st.attached.is_empty() {
-                    break;
-                }
-                match attach_one(&mut ebpf, &btf, prog_name, how) {
-                    Ok(()) => st.attached.push(prog_name),
-                    Err(e) => st.failed.push((prog_name, e)),
-                }
-            }
-            if family.alternatives && !st.attached.is_empty() {
-                // An alternative that attached makes the earlier failures irrelevant.
-                st.failed.clear();
-            }
-            status.push(st);
-        }
+        let status: Vec<FamilyStatus> = FAMILIES.iter().map(|f| attach_family(&mut ebpf, &btf, f)).collect();
         if status.iter().all(|s| !s.is_active()) {
             let reasons: Vec<String> = status.iter().map(|s| s.to_string()).collect();
             return Err(ProbeError::NothingAttached(reasons.join("; ")));
@@ -280,6 +332,69 @@ impl Probes {
         let unattributed = PerCpuArray::try_from(m)
             .map_err(|source| ProbeError::Map { name: "unattributed_losses", source })?;
         Ok(LossCounters { per_cgroup, unattributed })
+    }
+}
+
+/// Attaches the first hook of a family that the kernel takes, and only that one.
+fn attach_family(ebpf: &mut Ebpf, btf: &Btf, family: &Family) -> FamilyStatus {
+    let mut st = FamilyStatus {
+        family: family.name,
+        hook: None,
+        has_alternatives: family.hooks.len() > 1,
+        attached: Vec::new(),
+        failed: Vec::new(),
+        passed_over: Vec::new(),
+    };
+    let mut refused = Vec::new();
+    for hook in family.hooks {
+        let mut attached = Vec::new();
+        let mut failed = Vec::new();
+        for (prog_name, how) in hook.programs {
+            match attach_one(ebpf, btf, prog_name, how) {
+                Ok(()) => attached.push(*prog_name),
+                Err(e) => {
+                    failed.push((*prog_name, e));
+                    if hook.strict {
+                        break;
+                    }
+                }
+            }
+        }
+        let label = hook.programs.first().map_or("none", |(_, how)| how.label());
+        if !attached.is_empty() && (failed.is_empty() || !hook.strict) {
+            st.hook = Some(label);
+            st.attached = attached;
+            st.failed = failed;
+            st.passed_over = refused;
+            return st;
+        }
+        // Half a hook is not used: what did attach goes, so that the next hook does not report
+        // the same events a second time.
+        for prog_name in attached {
+            unload_one(ebpf, prog_name);
+        }
+        if failed.is_empty() {
+            failed.push((hook.programs.first().map_or("", |(p, _)| *p), "no program".to_owned()));
+        }
+        tracing::debug!(family = family.name, hook = label, reasons = ?failed, "hook refused; trying the next");
+        refused.extend(failed);
+    }
+    st.failed = refused;
+    st
+}
+
+/// Detaches and unloads one program that attached (a failure here would leave it reporting).
+fn unload_one(ebpf: &mut Ebpf, name: &str) {
+    let Some(prog) = ebpf.program_mut(name) else { return };
+    let res = match prog {
+        aya::programs::Program::FExit(p) => p.unload(),
+        aya::programs::Program::TracePoint(p) => p.unload(),
+        aya::programs::Program::BtfTracePoint(p) => p.unload(),
+        aya::programs::Program::Lsm(p) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(e) = res {
+        tracing::warn!(program = name, error = %first_line(&e), "cannot unload a program of a refused hook");
     }
 }
 
@@ -340,4 +455,32 @@ fn ensure_tracefs() -> Result<(), ProbeError> {
         return Err(err(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FamilyStatus;
+
+    fn status(hook: Option<&'static str>, alternatives: bool, attached: &[&'static str]) -> FamilyStatus {
+        FamilyStatus {
+            family: "file opens",
+            hook,
+            has_alternatives: alternatives,
+            attached: attached.to_vec(),
+            failed: Vec::new(),
+            passed_over: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_names_the_hook_only_where_there_was_a_choice() {
+        assert_eq!(status(Some("fexit"), true, &["a"]).to_string(), "file opens: active (fexit)");
+        assert_eq!(status(Some("tp_btf"), false, &["a"]).to_string(), "file opens: active");
+        let mut partial = status(Some("syscall tracepoints"), true, &["a"]);
+        partial.failed.push(("b", "ENOENT".into()));
+        assert_eq!(partial.to_string(), "file opens: active (syscall tracepoints; not attached: b: ENOENT)");
+        let mut none = status(None, true, &[]);
+        none.failed.push(("b", "EPERM".into()));
+        assert_eq!(none.to_string(), "file opens: unavailable: b: EPERM");
+    }
 }

@@ -1,12 +1,17 @@
 #!/bin/sh
 # The observation probes load on this kernel (CO-RE: one object for 6.1, 6.12 and the host's kernel),
 # every family is active (capabilities too: fexit or BPF-LSM load here), and a launched workload's
-# behaviour reaches the graph with kernel-resolved paths.
+# behaviour reaches the graph with kernel-resolved paths. These kernels allow fexit programs, so
+# opens and network calls must be observed through fexit, with no syscall tracepoint attached
+# (those would put every syscall on the slow path): the same facts as the host's tracepoint path,
+# real absolute paths, a failed open with its errno, a TCP connect and a UDP sendto.
 #
-# Needs `stance` on PATH (stance-vmtest --bin target/release/stance --lib-from-ldd).
+# Needs `stance` and `enforce-probe` on PATH (stance-vmtest --bin target/release/stance
+# --bin target/release/enforce-probe --lib-from-ldd).
 fail() { echo "FAIL: $*"; [ -f /tmp/stance.out ] && cat /tmp/stance.out /tmp/stance.err; exit 1; }
 
 command -v stance >/dev/null || fail "stance is not in the guest (pass --bin)"
+command -v enforce-probe >/dev/null || fail "enforce-probe is not in the guest (pass --bin)"
 db=/tmp/observe.db
 STANCE_LOG=${STANCE_LOG:-info} stance run --db "$db" >/tmp/stance.out 2>/tmp/stance.err &
 pid=$!
@@ -21,25 +26,41 @@ cat /tmp/stance.out
 for fam in "exec: active" "file opens: active" "network: active" "process lifecycle: active" "cgroups: active" "capabilities: active"; do
     grep -q "  $fam" /tmp/stance.out || fail "probe family not active: $fam"
 done
+for fam in "file opens" "network"; do
+    grep -q "  $fam: active (fexit)$" /tmp/stance.out || fail "$fam: not observed through fexit"
+done
+# None of the syscall tracepoint programs was even loaded (the loader tries them only when fexit
+# is refused), when bpftool is here to list programs.
+if command -v bpftool >/dev/null; then
+    bpftool prog show | grep "name stance_exit_" && fail "a syscall tracepoint program is loaded"
+fi
+echo "ok: opens and network calls through fexit"
 
 mkdir -p /tmp/obs
 echo hello >/tmp/obs/data.txt
 ln -sf /tmp/obs/data.txt /tmp/obs/link
-stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt; nc 127.0.0.1 9 </dev/null; true' \
+stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
+    cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; true' \
     || fail "workload failed"
 
 i=0
 while :; do
     g=$(stance graph vmobs --db "$db" -o json 2>&1)
-    # The three may land in different flushes: wait for all of them.
+    # They may land in different flushes: wait for all of them.
     echo "$g" | grep -q '"/tmp/obs/data.txt"' && echo "$g" | grep -q 'CAP_CHOWN' &&
-        echo "$g" | grep -q '"127.0.0.1:9/tcp"' && break
+        echo "$g" | grep -q '"/tmp/obs/missing.txt"' && echo "$g" | grep -q '"127.0.0.1:9/tcp"' &&
+        echo "$g" | grep -q '"127.0.0.1:5353/udp"' && break
     i=$((i + 1))
-    [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's file, capability and connect"; }
+    [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files, capability, connect and sendto"; }
     sleep 0.2
 done
 echo "$g" | grep -q '"/tmp/obs/link"' && fail "a symlink path became a file node"
-echo "ok: graph has /tmp/obs/data.txt, CAP_CHOWN and 127.0.0.1:9/tcp"
+# The edge to the missing file carries the errno (fields in the order the API writes them).
+flat=$(echo "$g" | tr -d ' \n')
+echo "$flat" | grep -q '"target_label":"/tmp/obs/missing.txt","actor":"[^"]*","access":"[^"]*","result":"ENOENT"' ||
+    { echo "$g"; fail "the failed open of /tmp/obs/missing.txt (ENOENT) is missing"; }
+echo "$g" | grep -q '"missing.txt"' && fail "a relative path became a file node"
+echo "ok: graph has /tmp/obs/data.txt, /tmp/obs/missing.txt (ENOENT), CAP_CHOWN, 127.0.0.1:9/tcp and 127.0.0.1:5353/udp"
 
 kill -TERM "$pid"
 wait "$pid"
