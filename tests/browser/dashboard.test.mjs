@@ -95,6 +95,7 @@ async function main() {
   const workload = `t-browser-${process.pid}`;
   const d = await startDaemon(dir);
   let browser;
+  let page;
   try {
     execFileSync(STANCE, ['launch', '--workload', workload, '--', '/bin/cat', '/etc/hostname'], { stdio: 'ignore' });
     await until('the workload in the graph', async () => {
@@ -103,7 +104,7 @@ async function main() {
     });
 
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_FLAGS });
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
     await page.goto(d.url);
 
@@ -171,7 +172,7 @@ async function main() {
     const before = (await api(d, `/workloads/${workload}/policy/versions`)).body;
     check(before.length >= 1, `audit stores a version first: ${JSON.stringify(before)}`);
     await proposal.first().locator('button.accept').click();
-    await page.locator('#policy-version', { hasText: 'accepted' }).waitFor();
+    await page.locator('#proposals-status', { hasText: 'accepted' }).waitFor();
     const after = (await api(d, `/workloads/${workload}/policy/versions`)).body;
     check(after.length === before.length + 1, `accept stores one version: ${JSON.stringify(after)}`);
     check(after[after.length - 1].origin === 'accept', `the new version is an accept: ${JSON.stringify(after)}`);
@@ -214,6 +215,16 @@ async function main() {
 
     const back = await api(d, `/workloads/${workload}/mode`, { method: 'PUT', body: JSON.stringify({ mode: 'observe' }) });
     check(back.status === 200, `back to observe: ${JSON.stringify(back.body)}`);
+  } catch (e) {
+    // What the page showed when it failed: a screenshot and the review pane's lines.
+    if (page) {
+      await page.screenshot({ path: path.join(ARTIFACTS, 'failure.png'), fullPage: true }).catch(() => {});
+      for (const sel of ['#policy-version', '#proposals-status', '#proposals', '#diff-text']) {
+        const text = await page.locator(sel).textContent().catch(() => '(none)');
+        console.error(`${sel}: ${text}`);
+      }
+    }
+    throw e;
   } finally {
     await browser?.close();
     d.child.kill('SIGTERM');

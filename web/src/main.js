@@ -285,15 +285,19 @@ async function loadProposals() {
 }
 $('#proposals-refresh').addEventListener('click', () => loadProposals());
 
+// The outcome goes to its own line: the policy pane's version line is rewritten when the policy
+// reloads, and the proposal list when it refreshes.
 async function accept(id) {
+  const status = $('#proposals-status');
+  status.textContent = `accepting ${id}…`;
   try {
     const a = await call(`/workloads/${enc(current.name)}/proposals/${enc(id)}/accept`, { method: 'POST' });
-    $('#policy-version').textContent = `accepted ${a.rule.text} into version ${a.version}`;
+    status.textContent = `accepted ${a.rule.text} into version ${a.version}`;
     await loadVersions();
     loadProposals();
     loadPolicy();
   } catch (e) {
-    failed(e, $('#proposals'));
+    failed(e, status);
   }
 }
 
