@@ -46,9 +46,13 @@ browser-tests: build
 # memcached, curl) for scenario 41, at their own paths.
 VM_SERVERS = --file /usr/sbin/nginx --file /etc/nginx/mime.types --file /usr/bin/redis-server \
 	--file /usr/bin/redis-cli --file /usr/bin/memcached --file /usr/bin/curl
+# Scenario 42 (the observation bench of `make bench`) runs here too, with one short pair: the load
+# generator is compiled as tests/bench/run.sh compiles it.
 vm-tests:
+	gcc -O2 -Wall -Wextra -Werror -pthread -o $(BIN)/loadgen tests/bench/loadgen.c
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
 		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
+		--bin $(BIN)/loadgen --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
 		$(VM_SERVERS) --lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build
