@@ -19,9 +19,10 @@ CONSOLE = re.compile(r"^\[(?P<kernel>[0-9.]+)\] (?P<text>.*)$")
 KERNEL_LINE = re.compile(r"^==> \[(?P<series>[0-9.]+)\] (?P<package>\S+) (?P<version>\S+)")
 
 
-def parse(path):
-    """Pairs per loop [(enforced ns, observe ns)], BPF stats, setup and kernel from the VM output."""
-    pairs, bpf, setup, timing, kernel, passed = {}, [], {}, {}, None, False
+def console(path, scenario):
+    """Reads the harness output of a VM run: (the kernel package and version, whether `scenario`
+    passed, the words of each console line of the guest, as (words, line text))."""
+    kernel, passed, lines = None, False, []
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
@@ -29,22 +30,27 @@ def parse(path):
             if m:
                 kernel = f"{m['package']} {m['version']}"
                 continue
-            if re.search(r"\] PASS 39-enforce-bench\b", line):
+            if re.search(rf"\] PASS {re.escape(scenario)}\b", line):
                 passed = True
             m = CONSOLE.match(line)
-            if not m:
-                continue
-            text = m["text"].split()
-            if not text:
-                continue
-            if text[0] == "bench-pair:" and len(text) == 5:
-                pairs.setdefault(text[1], []).append((float(text[3]), float(text[4])))
-            elif text[0] == "bench-bpf:" and len(text) == 6:
-                bpf.append((text[1], text[2], text[3], int(text[4]), int(text[5])))
-            elif text[0] == "bench-setup:":
-                setup = dict(kv.split("=", 1) for kv in text[1:] if "=" in kv)
-            elif text[0] == "timing:" and len(text) >= 3:
-                timing[text[1]] = " ".join(text[2:])
+            if m and m["text"].split():
+                lines.append((m["text"].split(), m["text"]))
+    return kernel, passed, lines
+
+
+def parse(path):
+    """Pairs per loop [(enforced ns, observe ns)], BPF stats, setup and kernel from the VM output."""
+    pairs, bpf, setup, timing = {}, [], {}, {}
+    kernel, passed, lines = console(path, "39-enforce-bench")
+    for text, _ in lines:
+        if text[0] == "bench-pair:" and len(text) == 5:
+            pairs.setdefault(text[1], []).append((float(text[3]), float(text[4])))
+        elif text[0] == "bench-bpf:" and len(text) == 6:
+            bpf.append((text[1], text[2], text[3], int(text[4]), int(text[5])))
+        elif text[0] == "bench-setup:":
+            setup = dict(kv.split("=", 1) for kv in text[1:] if "=" in kv)
+        elif text[0] == "timing:" and len(text) >= 3:
+            timing[text[1]] = " ".join(text[2:])
     return pairs, bpf, setup, timing, kernel, passed
 
 

@@ -4,10 +4,9 @@ its figures. That VM's kernel allows fexit, which this host's kernel refuses, so
 daemon's cost on a kernel that does not need syscall tracepoints is measured. Only ratios measured
 in that one VM run are reported: software emulation distorts absolute times."""
 
-import re
 import statistics
 
-from enforce_report import CONSOLE, KERNEL_LINE, fmt_ns
+from enforce_report import console, fmt_ns
 
 OVERHEAD_TARGET = 0.03
 # The runs without the daemon are the yardstick: when they differ by more than this between pairs,
@@ -24,34 +23,20 @@ LOOPS = {
 def parse(path):
     """Pairs per loop [(without ns, without cpu, with ns, with cpu)], setup, hooks, kernel, passed,
     and from the stats run: ns per operation per loop, [(loop, program, runs, run time ns)]."""
-    pairs, setup, hooks, kernel, passed = {}, {}, "", None, False
+    pairs, setup, hooks = {}, {}, ""
     op_ns, bpf = {}, []
-    with open(path, errors="replace") as f:
-        for raw in f:
-            line = raw.rstrip("\n")
-            m = KERNEL_LINE.match(line)
-            if m:
-                kernel = f"{m['package']} {m['version']}"
-                continue
-            if re.search(r"\] PASS 42-observe-bench\b", line):
-                passed = True
-            m = CONSOLE.match(line)
-            if not m:
-                continue
-            text = m["text"]
-            words = text.split()
-            if not words:
-                continue
-            if words[0] == "obs-bench-pair:" and len(words) == 7:
-                pairs.setdefault(words[1], []).append(tuple(float(x) for x in words[3:7]))
-            elif words[0] == "obs-bench-setup:":
-                setup = dict(kv.split("=", 1) for kv in words[1:] if "=" in kv)
-            elif words[0] == "obs-bench-hooks:":
-                hooks = text.split(":", 1)[1].strip()
-            elif words[0] == "obs-bench-op:" and len(words) == 3:
-                op_ns[words[1]] = float(words[2])
-            elif words[0] == "obs-bench-bpf:" and len(words) == 5:
-                bpf.append((words[1], words[2], int(words[3]), int(words[4])))
+    kernel, passed, lines = console(path, "42-observe-bench")
+    for words, text in lines:
+        if words[0] == "obs-bench-pair:" and len(words) == 7:
+            pairs.setdefault(words[1], []).append(tuple(float(x) for x in words[3:7]))
+        elif words[0] == "obs-bench-setup:":
+            setup = dict(kv.split("=", 1) for kv in words[1:] if "=" in kv)
+        elif words[0] == "obs-bench-hooks:":
+            hooks = text.split(":", 1)[1].strip()
+        elif words[0] == "obs-bench-op:" and len(words) == 3:
+            op_ns[words[1]] = float(words[2])
+        elif words[0] == "obs-bench-bpf:" and len(words) == 5:
+            bpf.append((words[1], words[2], int(words[3]), int(words[4])))
     return pairs, setup, hooks, kernel, passed, op_ns, bpf
 
 
