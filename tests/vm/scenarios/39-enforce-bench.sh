@@ -75,18 +75,7 @@ bench exec exec "$PROBE" "$EXECS"
 
 if [ "${STANCE_BENCH_BPF_STATS:-0}" = 1 ]; then
     command -v bpftool >/dev/null || fail "STANCE_BENCH_BPF_STATS=1 needs bpftool in the guest (--bin)"
-    # `bpftool prog show` with stats on: "ID: TYPE  name NAME  tag ...  run_time_ns NS run_cnt N".
-    snap() {
-        bpftool prog show | awk '/ name / {
-            name = ""; ns = 0; cnt = 0
-            for (i = 1; i < NF; i++) {
-                if ($i == "name") name = $(i + 1)
-                if ($i == "run_time_ns") ns = $(i + 1)
-                if ($i == "run_cnt") cnt = $(i + 1)
-            }
-            print $1, name, cnt, ns
-        }' | sort
-    }
+    . /scenarios/lib/bpfstats.sh
     echo 1 >/proc/sys/kernel/bpf_stats_enabled || fail "cannot enable kernel.bpf_stats_enabled"
     snap >/tmp/bpf-before
     grep -q . /tmp/bpf-before || fail "bpftool listed no programs"

@@ -122,17 +122,7 @@ done
 # that ran, `obs-bench-bpf: LOOP PROGRAM RUNS RUN_TIME_NS` (its share of an operation is less at the
 # mercy of a busy host than the ratios above: both are measured in the same second).
 if command -v bpftool >/dev/null; then
-    snap() {
-        bpftool prog show | awk '/ name / {
-            name = ""; ns = 0; cnt = 0
-            for (i = 1; i < NF; i++) {
-                if ($i == "name") name = $(i + 1)
-                if ($i == "run_time_ns") ns = $(i + 1)
-                if ($i == "run_cnt") cnt = $(i + 1)
-            }
-            print $1, name, cnt, ns
-        }' | sort
-    }
+    . /scenarios/lib/bpfstats.sh
     start_daemon
     echo 1 >/proc/sys/kernel/bpf_stats_enabled || fail "cannot enable kernel.bpf_stats_enabled"
     snap >/tmp/obs-bpf-before
