@@ -267,6 +267,7 @@ async fn start_api(
         control: Some(control),
         token: Arc::new(token),
         metrics: Arc::new(sources),
+        graphs: Default::default(),
     };
     let line = format!("api: listening on {} (token in {})", listener.url(), token_path.display());
     let app = api::router(state, &cfg.web_dir);

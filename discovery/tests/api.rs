@@ -205,6 +205,7 @@ impl Server {
                 control: Some(handle),
                 token: Arc::new(token),
                 metrics: Arc::new(sources),
+                graphs: Default::default(),
             };
             let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), tls.as_ref()).await.unwrap();
             let url = listener.url();
@@ -399,6 +400,80 @@ fn workloads_graph_events_and_status() {
         json!({"domain": "network", "available": true, "backend": "cgroup sock_addr programs"})
     );
     assert_eq!(st["enforcement"][3]["available"], false);
+}
+
+/// GET of a workload's graph with `If-None-Match`: (status, ETag, body).
+fn get_graph(s: &Server, name: &str, if_none_match: Option<&str>) -> (u16, String, String) {
+    let mut req = ureq::http::Request::builder()
+        .uri(format!("{}/api/v1/workloads/{name}/graph", s.url))
+        .header("Authorization", format!("Bearer {}", s.token));
+    if let Some(tag) = if_none_match {
+        req = req.header("If-None-Match", tag);
+    }
+    let mut resp = agent().run(req.body(Vec::new()).unwrap()).unwrap();
+    let etag = resp.headers().get("etag").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (resp.status().as_u16(), etag, resp.body_mut().read_to_string().unwrap())
+}
+
+/// The count of the `open` edge in a graph's JSON.
+fn open_count(body: &str) -> u64 {
+    let graph: Value = serde_json::from_str(body).unwrap();
+    graph["edges"].as_array().unwrap().iter().find(|e| e["kind"] == "open").unwrap()["count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_graph_is_served_again_until_its_workload_changes() {
+    let tmp = TempDir::new("api-graph-cache");
+    let s = Server::start(tmp.path(), None);
+
+    let policy =
+        || get(&s, "/api/v1/workloads/web/policy?format=native").1["content"].as_str().unwrap().to_owned();
+    assert!(policy().contains("/etc/hosts") && !policy().contains("/etc/resolv.conf"));
+    let (status, tag, body) = get_graph(&s, "web", None);
+    assert_eq!(status, 200);
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "ETag {tag:?}");
+    assert_eq!(open_count(&body), 3);
+    let (status, again, same) = get_graph(&s, "web", None);
+    assert_eq!((status, &again, &same), (200, &tag, &body));
+    // The tag given back: nothing to send. A list of tags, or another tag, as HTTP says.
+    let (status, _, empty) = get_graph(&s, "web", Some(&tag));
+    assert_eq!((status, empty.as_str()), (304, ""));
+    assert_eq!(get_graph(&s, "web", Some(&format!("\"x\", {tag}"))).0, 304);
+    assert_eq!(get_graph(&s, "web", Some("\"x\"")).0, 200);
+
+    // The daemon's writer changes another workload: this graph is still the same.
+    let writer = s.rt.block_on(Store::open(&s.db)).unwrap();
+    let other = Batch {
+        edges: vec![edge("idle", EdgeKind::Open, "/bin/sleep", (NodeKind::File, "/etc/passwd"), "read", T0)],
+        ..Batch::default()
+    };
+    s.rt.block_on(writer.write_batch(&other)).unwrap();
+    assert_eq!(get_graph(&s, "web", Some(&tag)).0, 304);
+
+    // Then this one: the old tag no longer matches, and the graph is the new one.
+    let more = Batch {
+        edges: vec![
+            edge("web", EdgeKind::Open, "/usr/bin/curl", (NodeKind::File, "/etc/hosts"), "read", T0),
+            edge("web", EdgeKind::Open, "/usr/bin/curl", (NodeKind::File, "/etc/resolv.conf"), "read", T0),
+        ],
+        ..Batch::default()
+    };
+    s.rt.block_on(writer.write_batch(&more)).unwrap();
+    let (status, newer, body) = get_graph(&s, "web", Some(&tag));
+    assert_eq!(status, 200);
+    assert_ne!(newer, tag);
+    assert_eq!(open_count(&body), 6);
+    assert!(body.contains("/etc/resolv.conf"));
+    // The recommendation served before any version is stored comes from the same kept graph.
+    assert!(policy().contains("/etc/resolv.conf"));
+    assert_eq!(get_graph(&s, "idle", None).0, 200);
+    assert_error(
+        (get_graph(&s, "nope", None).0, serde_json::from_str(&get_graph(&s, "nope", None).2).unwrap()),
+        404,
+        "unknown-workload",
+    );
 }
 
 #[test]

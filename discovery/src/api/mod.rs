@@ -40,6 +40,7 @@ pub mod auth;
 pub mod client;
 mod error;
 pub mod events;
+pub mod graphs;
 pub mod metrics;
 mod openapi;
 pub mod policy;
@@ -92,6 +93,8 @@ pub struct ApiState {
     pub token: Arc<auth::Token>,
     /// What /metrics and /readyz report.
     pub metrics: Arc<metrics::Sources>,
+    /// Graphs read for earlier requests, served again while the workload's graph is unchanged.
+    pub graphs: Arc<graphs::GraphCache>,
 }
 
 /// The whole HTTP surface: API, probes for orchestrators, metrics and the dashboard.

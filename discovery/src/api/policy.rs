@@ -13,13 +13,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     error::{PathName, QueryOf},
+    graphs::GraphCache,
     ApiError, ApiState, ErrorBody,
 };
 use crate::{
     enforce::Policy,
     export::{self, ExportFormat},
     recommend,
-    store::{Store, StoreError, WorkloadInfo},
+    store::{Store, WorkloadInfo},
 };
 
 /// The formats, as `format=` takes them.
@@ -86,24 +87,18 @@ struct NativeDocument<'a> {
     policy: &'a Policy,
 }
 
-/// The workload's identity without its graph: what the exports select it by.
-async fn identity(store: &Store, name: &str) -> Result<WorkloadInfo, ApiError> {
-    store
-        .workloads()
-        .await?
-        .into_iter()
-        .find(|w| w.workload.name == name)
-        .map(|w| w.workload)
-        .ok_or_else(|| StoreError::UnknownWorkload { name: name.to_owned() }.into())
-}
-
 /// The version to serve: `version`, else the latest, else (nothing stored) the recommendation the
 /// first `stance mode` would store (`recommend::latest_or_new`; with no version there are no
 /// adopted rules either).
-pub async fn served(store: &Store, name: &str, version: Option<u32>) -> Result<Served, ApiError> {
+pub async fn served(
+    store: &Store,
+    graphs: &GraphCache,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Served, ApiError> {
     if let Some(v) = store.policy_version(name, version).await? {
         return Ok(Served {
-            workload: identity(store, name).await?,
+            workload: store.workload(name).await?,
             version: Some(v.version),
             origin: v.origin,
             created_at: Some(v.created_at),
@@ -113,10 +108,10 @@ pub async fn served(store: &Store, name: &str, version: Option<u32>) -> Result<S
     if let Some(version) = version {
         return Err(recommend::RecommendError::NoVersion { workload: name.to_owned(), version }.into());
     }
-    let graph = store.graph(name).await?;
-    let policy = recommend::recommend(&graph, &recommend::RealFs).policy;
+    let graph = graphs.get(store, name).await?;
+    let policy = recommend::recommend(&graph.graph, &recommend::RealFs).policy;
     Ok(Served {
-        workload: graph.workload,
+        workload: graph.graph.workload.clone(),
         version: None,
         origin: crate::store::ORIGIN_RECOMMEND.to_owned(),
         created_at: None,
@@ -187,6 +182,6 @@ pub async fn get(
             FORMATS.join(", ")
         )));
     }
-    let served = served(&state.store, &name, q.version).await?;
+    let served = served(&state.store, &state.graphs, &name, q.version).await?;
     Ok(Json(render(&served, format, q.output)?))
 }

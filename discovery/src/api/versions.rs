@@ -238,9 +238,10 @@ pub async fn check(
     if q.version.is_none() && state.store.policy_version(&name, None).await?.is_none() {
         // Nothing stored: the policy a mode change would store first (`latest_or_new`), which,
         // with no version, has no adopted rules either.
-        let graph = state.store.graph(&name).await?;
-        let policy = recommend::recommend(&graph, &recommend::RealFs).policy;
-        let (checked, denied) = recommend::replay::replay(&policy, &graph, since, until).map_err(|e| {
+        let cached = state.graphs.get(&state.store, &name).await?;
+        let graph = &cached.graph;
+        let policy = recommend::recommend(graph, &recommend::RealFs).policy;
+        let (checked, denied) = recommend::replay::replay(&policy, graph, since, until).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::Rejected, e.to_string())
         })?;
         return Ok(Json(CheckView { workload: name, version: None, checked, denied }));

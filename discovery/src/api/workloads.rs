@@ -1,7 +1,12 @@
 //! Workloads: the list, one workload, its behaviour graph, its modes, and what this host can
 //! enforce.
 
-use axum::{extract::State, http::StatusCode, Json};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -79,9 +84,10 @@ fn warnings(summary: &WorkloadSummary) -> Vec<String> {
 async fn view(state: &ApiState, summary: WorkloadSummary) -> Result<WorkloadView, ApiError> {
     let name = &summary.workload.name;
     let modes = state.store.workload_enforcement(name).await?.modes;
-    let graph = state.store.graph(name).await?;
+    let graph = state.graphs.get(&state.store, name).await?;
     let readiness =
-        recommend::review::readiness_of(&state.store, &graph, &recommend::RealFs, &state.readiness).await?;
+        recommend::review::readiness_of(&state.store, &graph.graph, &recommend::RealFs, &state.readiness)
+            .await?;
     Ok(WorkloadView { warnings: warnings(&summary), modes, readiness, summary })
 }
 
@@ -112,12 +118,31 @@ pub async fn one(
     }
 }
 
-/// A workload's behaviour graph: nodes, edges with their evidence, and losses per minute.
+/// A workload's behaviour graph: nodes, edges with their evidence, and losses per minute. The answer
+/// carries an `ETag`; a request whose `If-None-Match` names the graph as it still is gets 304.
 #[utoipa::path(get, path = "/api/v1/workloads/{name}/graph", tag = "workloads",
-    params(("name" = String, Path, description = "Workload name")),
-    responses((status = 200, body = Graph), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn graph(State(state): State<ApiState>, PathName(name): PathName) -> Result<Json<Graph>, ApiError> {
-    Ok(Json(state.store.graph(&name).await?))
+    params(("name" = String, Path, description = "Workload name"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a graph already held")),
+    responses((status = 200, body = Graph, headers(("ETag" = String, description = "This state of the graph"))),
+        (status = 304, description = "The graph is unchanged since the ETag given"),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn graph(
+    State(state): State<ApiState>,
+    PathName(name): PathName,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cached = state.graphs.get(&state.store, &name).await?;
+    let etag = HeaderValue::from_str(cached.etag()).map_err(|e| ApiError::internal(&e))?;
+    // The graph is private to whoever holds the token, and must be revalidated before any reuse.
+    let common =
+        [(header::ETAG, etag), (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"))];
+    let held = headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok());
+    if held.flat_map(|v| v.split(',')).any(|tag| tag.trim() == cached.etag() || tag.trim() == "*") {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let json = cached.json().map_err(|e| ApiError::internal(&e))?;
+    let content_type = (header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok((common, [content_type], json).into_response())
 }
 
 /// Puts domains of a workload into a mode, through the daemon's enforcement actor (as

@@ -38,7 +38,8 @@ pub use enforcement::{
 };
 pub use loss_events::{LossEvent, LOSS_KIND};
 pub use query::{
-    Graph, GraphEdge, GraphLosses, GraphNode, LossBucket, LossSummary, WorkloadInfo, WorkloadSummary,
+    Graph, GraphEdge, GraphLosses, GraphNode, GraphStamp, LossBucket, LossSummary, WorkloadInfo,
+    WorkloadSummary,
 };
 pub use versions::{AcceptedRule, NewVersion, PolicyVersion, ORIGIN_ACCEPT, ORIGIN_RECOMMEND};
 pub use write::WriteError;
@@ -312,6 +313,29 @@ impl Store {
     /// The behaviour graph of one workload.
     pub async fn graph(&self, workload: &str) -> Result<Graph> {
         query::graph(&self.pool, workload).await
+    }
+
+    /// Which state of the workload's graph the database holds now (`UnknownWorkload` for a name never
+    /// seen): equal stamps mean equal graphs, so a graph read after a stamp is at least that new.
+    pub async fn graph_stamp(&self, workload: &str) -> Result<GraphStamp> {
+        query::graph_stamp(&self.pool, workload).await
+    }
+
+    /// One workload's identity and activity span (`UnknownWorkload` for a name never seen).
+    pub async fn workload(&self, workload: &str) -> Result<WorkloadInfo> {
+        query::workload_info(&self.pool, workload).await
+    }
+
+    /// The workload's graph and the stamp of the state it is (read in one transaction).
+    pub async fn graph_at(&self, workload: &str) -> Result<(Graph, GraphStamp)> {
+        query::graph_at(&self.pool, workload).await
+    }
+
+    /// Brings `graph`, read at `since`, up to date by reading only what changed after it; returns
+    /// the stamp it is now at, or None when the workload's row is another than at `since` (read it
+    /// in full then). On an error, `graph` may be half updated: drop it.
+    pub async fn refresh_graph(&self, graph: &mut Graph, since: GraphStamp) -> Result<Option<GraphStamp>> {
+        query::refresh_graph(&self.pool, graph, since).await
     }
 
     /// Losses that could not be attributed to any workload, which `workloads` cannot show.

@@ -286,47 +286,80 @@ pub(super) async fn workloads(pool: &SqlitePool) -> Result<Vec<WorkloadSummary>>
         .collect()
 }
 
+/// A workload's row id and how many batches have changed its graph (migration 0005). The id is part
+/// of it because a database can be replaced under the same workload name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GraphStamp {
+    pub workload_id: i64,
+    pub changes: i64,
+}
+
+pub(super) async fn graph_stamp(pool: &SqlitePool, workload: &str) -> Result<GraphStamp> {
+    let row: Option<(i64, i64)> = sqlx::query_as("SELECT id, graph_changes FROM workloads WHERE name = ?")
+        .bind(workload)
+        .fetch_optional(pool)
+        .await
+        .map_err(|source| StoreError::Read { what: "a workload's graph stamp", source })?;
+    match row {
+        Some((workload_id, changes)) => Ok(GraphStamp { workload_id, changes }),
+        None => Err(StoreError::UnknownWorkload { name: workload.to_owned() }),
+    }
+}
+
 pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
+    Ok(graph_at(pool, workload).await?.0)
+}
+
+/// One workload's identity and activity span, without the counts `workloads` computes.
+pub(super) async fn workload_info(pool: &SqlitePool, workload: &str) -> Result<WorkloadInfo> {
+    let mut conn = pool.acquire().await.map_err(|source| StoreError::Read { what: "a workload", source })?;
+    workload_at(&mut conn, workload).await?.0.into_info()
+}
+
+/// The workload's row and its graph stamp, in the caller's transaction.
+async fn workload_at(conn: &mut SqliteConnection, workload: &str) -> Result<(WorkloadRow, GraphStamp)> {
     let read = |source| StoreError::Read { what: "a workload graph", source };
-    let mut tx = pool.begin().await.map_err(read)?;
     let row: Option<WorkloadRow> =
         sqlx::query_as(&format!("SELECT {WORKLOAD_COLUMNS} FROM workloads WHERE name = ?"))
             .bind(workload)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(read)?;
     let Some(row) = row else {
         return Err(StoreError::UnknownWorkload { name: workload.to_owned() });
     };
-    let id = row.id;
-    let (mut nodes, mut edges, losses) = graph_rows(&mut tx, id).await.map_err(read)?;
+    let changes: i64 = sqlx::query_scalar("SELECT graph_changes FROM workloads WHERE id = ?")
+        .bind(row.id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(read)?;
+    let stamp = GraphStamp { workload_id: row.id, changes };
+    Ok((row, stamp))
+}
+
+/// The graph and the stamp of the state it is, read in one transaction.
+pub(super) async fn graph_at(pool: &SqlitePool, workload: &str) -> Result<(Graph, GraphStamp)> {
+    let read = |source| StoreError::Read { what: "a workload graph", source };
+    let mut tx = pool.begin().await.map_err(read)?;
+    let (row, stamp) = workload_at(&mut tx, workload).await?;
+    let (mut nodes, mut edges, losses) = graph_rows(&mut tx, row.id, None).await.map_err(read)?;
     tx.commit().await.map_err(read)?;
 
     // Pages come in row-id order already; sorted, an edge's ends are found by binary search.
     nodes.sort_unstable_by_key(|n| n.id);
-    let node_kinds = nodes
-        .iter()
-        .map(|n| {
-            NodeKind::parse(&n.kind)
-                .ok_or_else(|| StoreError::Unrecognised { column: "node kind", value: n.kind.clone() })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let node_kinds = nodes.iter().map(|n| node_kind(&n.kind)).collect::<Result<Vec<_>>>()?;
     let mut node_ids: Vec<String> = nodes.iter().map(|n| format!("n{}", n.id)).collect();
     let node_of = |node_id: i64| -> Result<usize> {
-        nodes
-            .binary_search_by_key(&node_id, |n| n.id)
-            .map_err(|_| StoreError::Unrecognised { column: "edge node", value: format!("n{node_id}") })
+        nodes.binary_search_by_key(&node_id, |n| n.id).map_err(|_| missing_node(node_id))
     };
     // Edges sort by their nodes' labels. Ranking the labels once lets the sort compare integers
     // instead of paths (some 1.7 million comparisons for 100,000 edges); equal labels get equal
-    // ranks, so the order is the labels' order. Indices are sorted rather than the edges
-    // themselves, which would move hundreds of bytes per swap.
+    // ranks, so the order is the labels' order (`edge_order` is the same order, by label). Indices
+    // are sorted rather than the edges themselves, which would move hundreds of bytes per swap.
     let rank = label_ranks(&nodes);
     let mut ends = Vec::with_capacity(edges.len());
     for e in &edges {
-        let kind = EdgeKind::parse(&e.kind)
-            .ok_or_else(|| StoreError::Unrecognised { column: "edge kind", value: e.kind.clone() })?;
-        ends.push((kind, node_of(e.source_id)?, node_of(e.target_id)?));
+        ends.push((edge_kind(&e.kind)?, node_of(e.source_id)?, node_of(e.target_id)?));
     }
     let mut order: Vec<usize> = (0..edges.len()).collect();
     // The row id last: two edges whose labels, access and result are all equal (possible only
@@ -338,22 +371,12 @@ pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
     let mut graph_edges = Vec::with_capacity(edges.len());
     for i in order {
         let (kind, s, t) = ends[i];
-        let e = &mut edges[i];
-        let source_label = nodes[s].label.clone();
-        graph_edges.push(GraphEdge {
-            id: format!("e{}", e.id),
+        graph_edges.push(graph_edge(
+            &mut edges[i],
             kind,
-            source: node_ids[s].clone(),
-            target: node_ids[t].clone(),
-            actor: source_label.clone(),
-            source_label,
-            target_label: nodes[t].label.clone(),
-            access: std::mem::take(&mut e.access),
-            result: std::mem::take(&mut e.result),
-            count: to_u64(e.count),
-            first_seen: rfc3339(e.first_seen),
-            last_seen: rfc3339(e.last_seen),
-        });
+            (&node_ids[s], &nodes[s].label),
+            (&node_ids[t], &nodes[t].label),
+        ));
     }
     drop(edges);
     // (kind, label) is unique per workload (the table's key), so no tie is left to order.
@@ -361,20 +384,148 @@ pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
     order.sort_unstable_by_key(|&i| (node_kinds[i], rank[i]));
     let mut graph_nodes = Vec::with_capacity(nodes.len());
     for i in order {
-        let n = &mut nodes[i];
-        graph_nodes.push(GraphNode {
-            id: std::mem::take(&mut node_ids[i]),
-            kind: node_kinds[i],
-            label: std::mem::take(&mut n.label),
-            dev: n.exe_dev.map(bits_u64),
-            ino: n.exe_ino.map(bits_u64),
-            memfd: n.exe_memfd.map(|m| m != 0),
-            argv: n.exe_argv.take(),
-            first_seen: rfc3339(n.first_seen),
-            last_seen: rfc3339(n.last_seen),
-        });
+        graph_nodes.push(graph_node(&mut nodes[i], std::mem::take(&mut node_ids[i]), node_kinds[i]));
     }
+    let graph = Graph {
+        workload: row.into_info()?,
+        nodes: graph_nodes,
+        edges: graph_edges,
+        losses: graph_losses(losses)?,
+    };
+    Ok((graph, stamp))
+}
 
+/// Brings `graph`, read at `since`, up to the state in the database now, reading only the nodes and
+/// edges that changed after `since` (migration 0005) and the losses. Returns the new stamp, or None
+/// when the name now belongs to another workload row (a replaced database): read it in full then.
+pub(super) async fn refresh_graph(
+    pool: &SqlitePool,
+    graph: &mut Graph,
+    since: GraphStamp,
+) -> Result<Option<GraphStamp>> {
+    let read = |source| StoreError::Read { what: "a workload graph", source };
+    let mut tx = pool.begin().await.map_err(read)?;
+    let (row, stamp) = workload_at(&mut tx, &graph.workload.name).await?;
+    if row.id != since.workload_id || stamp.changes < since.changes {
+        return Ok(None);
+    }
+    if stamp == since {
+        return Ok(Some(stamp));
+    }
+    let (nodes, edges, losses) = graph_rows(&mut tx, row.id, Some(since.changes)).await.map_err(read)?;
+    tx.commit().await.map_err(read)?;
+    apply_changes(graph, nodes, edges)?;
+    graph.workload = row.into_info()?;
+    graph.losses = graph_losses(losses)?;
+    Ok(Some(stamp))
+}
+
+/// Updates the nodes and edges that exist, adds the new ones, and puts the graph back in the order
+/// `graph_at` reads it in.
+fn apply_changes(graph: &mut Graph, mut nodes: Vec<NodeRow>, mut edges: Vec<EdgeRow>) -> Result<()> {
+    let row_id = |id: &str| id[1..].parse::<i64>().ok();
+    let mut node_at: HashMap<i64, usize> =
+        graph.nodes.iter().enumerate().filter_map(|(i, n)| Some((row_id(&n.id)?, i))).collect();
+    let before = graph.nodes.len();
+    for n in &mut nodes {
+        let kind = node_kind(&n.kind)?;
+        match node_at.get(&n.id) {
+            Some(&i) => graph.nodes[i] = graph_node(n, std::mem::take(&mut graph.nodes[i].id), kind),
+            None => {
+                node_at.insert(n.id, graph.nodes.len());
+                graph.nodes.push(graph_node(n, format!("n{}", n.id), kind));
+            }
+        }
+    }
+    let edge_at: HashMap<i64, usize> =
+        graph.edges.iter().enumerate().filter_map(|(i, e)| Some((row_id(&e.id)?, i))).collect();
+    let mut added = false;
+    for e in &mut edges {
+        match edge_at.get(&e.id) {
+            // Only counts and times change in an existing edge (see the migration).
+            Some(&i) => {
+                let old = &mut graph.edges[i];
+                old.count = to_u64(e.count);
+                old.first_seen = rfc3339(e.first_seen);
+                old.last_seen = rfc3339(e.last_seen);
+            }
+            None => {
+                let end = |id: i64| node_at.get(&id).copied().ok_or_else(|| missing_node(id));
+                let (s, t) = (&graph.nodes[end(e.source_id)?], &graph.nodes[end(e.target_id)?]);
+                let edge = graph_edge(e, edge_kind(&e.kind)?, (&s.id, &s.label), (&t.id, &t.label));
+                graph.edges.push(edge);
+                added = true;
+            }
+        }
+    }
+    // New rows go to the end; a stable sort finds the sorted run before them and merges.
+    if graph.nodes.len() != before {
+        graph.nodes.sort_by(|a, b| (a.kind, &a.label).cmp(&(b.kind, &b.label)));
+    }
+    if added {
+        graph.edges.sort_by(edge_order);
+    }
+    Ok(())
+}
+
+/// The order of a graph's edges: kind, source label, target label, access, result, then row id.
+fn edge_order(a: &GraphEdge, b: &GraphEdge) -> std::cmp::Ordering {
+    fn key(e: &GraphEdge) -> (EdgeKind, &str, &str, &str, &str) {
+        (e.kind, &e.source_label, &e.target_label, &e.access, &e.result)
+    }
+    // The row id only breaks ties, so it is parsed only then.
+    let row_id = |e: &GraphEdge| e.id.get(1..).and_then(|n| n.parse::<i64>().ok()).unwrap_or(i64::MAX);
+    key(a).cmp(&key(b)).then_with(|| row_id(a).cmp(&row_id(b)))
+}
+
+fn node_kind(kind: &str) -> Result<NodeKind> {
+    NodeKind::parse(kind)
+        .ok_or_else(|| StoreError::Unrecognised { column: "node kind", value: kind.to_owned() })
+}
+
+fn edge_kind(kind: &str) -> Result<EdgeKind> {
+    EdgeKind::parse(kind)
+        .ok_or_else(|| StoreError::Unrecognised { column: "edge kind", value: kind.to_owned() })
+}
+
+fn missing_node(node_id: i64) -> StoreError {
+    StoreError::Unrecognised { column: "edge node", value: format!("n{node_id}") }
+}
+
+/// A node of the graph from its row (whose strings it takes).
+fn graph_node(n: &mut NodeRow, id: String, kind: NodeKind) -> GraphNode {
+    GraphNode {
+        id,
+        kind,
+        label: std::mem::take(&mut n.label),
+        dev: n.exe_dev.map(bits_u64),
+        ino: n.exe_ino.map(bits_u64),
+        memfd: n.exe_memfd.map(|m| m != 0),
+        argv: n.exe_argv.take(),
+        first_seen: rfc3339(n.first_seen),
+        last_seen: rfc3339(n.last_seen),
+    }
+}
+
+/// An edge of the graph from its row (whose strings it takes) and its ends' (id, label).
+fn graph_edge(e: &mut EdgeRow, kind: EdgeKind, source: (&str, &str), target: (&str, &str)) -> GraphEdge {
+    GraphEdge {
+        id: format!("e{}", e.id),
+        kind,
+        source: source.0.to_owned(),
+        target: target.0.to_owned(),
+        actor: source.1.to_owned(),
+        source_label: source.1.to_owned(),
+        target_label: target.1.to_owned(),
+        access: std::mem::take(&mut e.access),
+        result: std::mem::take(&mut e.result),
+        count: to_u64(e.count),
+        first_seen: rfc3339(e.first_seen),
+        last_seen: rfc3339(e.last_seen),
+    }
+}
+
+fn graph_losses(losses: Vec<(String, i64, i64)>) -> Result<GraphLosses> {
     let mut graph_losses = GraphLosses::default();
     let mut by_minute = Vec::with_capacity(losses.len());
     for (reason, bucket, count) in losses {
@@ -390,8 +541,7 @@ pub(super) async fn graph(pool: &SqlitePool, workload: &str) -> Result<Graph> {
     }
     by_minute.sort_by_key(|(bucket, b)| (*bucket, b.reason));
     graph_losses.by_minute = by_minute.into_iter().map(|(_, b)| b).collect();
-
-    Ok(Graph { workload: row.into_info()?, nodes: graph_nodes, edges: graph_edges, losses: graph_losses })
+    Ok(graph_losses)
 }
 
 /// Each node's rank among the distinct labels of `nodes`, in label order.
@@ -418,12 +568,18 @@ type GraphRows = (Vec<NodeRow>, Vec<EdgeRow>, Vec<(String, i64, i64)>);
 /// SQLite's 1 GB string limit, however large the graph.
 const PAGE_ROWS: i64 = 8192;
 
-async fn graph_rows(conn: &mut SqliteConnection, workload_id: i64) -> sqlx::Result<GraphRows> {
+/// The workload's nodes, edges and losses; with `changed_after`, only the nodes and edges that a batch
+/// after that change number wrote (the losses are always all of them).
+async fn graph_rows(
+    conn: &mut SqliteConnection,
+    workload_id: i64,
+    changed_after: Option<i64>,
+) -> sqlx::Result<GraphRows> {
     let nodes = paged(
         conn,
         "json_array(id, kind, label, exe_dev, exe_ino, exe_memfd, exe_argv, first_seen, last_seen)",
         "nodes",
-        workload_id,
+        (workload_id, changed_after),
         |n: &NodeRow| n.id,
     )
     .await?;
@@ -431,7 +587,7 @@ async fn graph_rows(conn: &mut SqliteConnection, workload_id: i64) -> sqlx::Resu
         conn,
         "json_array(id, kind, source_id, target_id, access, result, count, first_seen, last_seen)",
         "edges",
-        workload_id,
+        (workload_id, changed_after),
         |e: &EdgeRow| e.id,
     )
     .await?;
@@ -449,18 +605,24 @@ async fn paged<T: DeserializeOwned>(
     conn: &mut SqliteConnection,
     row: &str,
     table: &str,
-    workload_id: i64,
+    (workload_id, changed_after): (i64, Option<i64>),
     id_of: fn(&T) -> i64,
 ) -> sqlx::Result<Vec<T>> {
+    // The change filter is a scan of the workload's index range either way: `changed` has no index,
+    // which would cost the writer an index update for every edge it counts again.
     let sql = format!(
         "SELECT json_group_array({row}) FROM
-           (SELECT * FROM {table} WHERE workload_id = ? AND id > ? ORDER BY id LIMIT {PAGE_ROWS})"
+           (SELECT * FROM {table} WHERE workload_id = ? AND id > ? AND changed > ? ORDER BY id LIMIT {PAGE_ROWS})"
     );
     let mut rows = Vec::new();
     let mut after = i64::MIN;
     loop {
-        let page: String =
-            sqlx::query_scalar(&sql).bind(workload_id).bind(after).fetch_one(&mut *conn).await?;
+        let page: String = sqlx::query_scalar(&sql)
+            .bind(workload_id)
+            .bind(after)
+            .bind(changed_after.unwrap_or(i64::MIN))
+            .fetch_one(&mut *conn)
+            .await?;
         let page: Vec<T> = serde_json::from_str(&page).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let full = i64::try_from(page.len()).is_ok_and(|n| n == PAGE_ROWS);
         // The largest id, not the last: SQL promises no order inside an aggregate.

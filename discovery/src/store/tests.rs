@@ -671,7 +671,7 @@ async fn schema_mismatches_are_refused() {
     sqlx::query("CREATE TABLE t (x)").execute(&pool).await.unwrap();
     pool.close().await;
     let err = Store::open_read_only(&foreign).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 4, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaOutdated { found: 0, expected: 5, .. }), "{err:?}");
     assert!(err.to_string().contains("run `stance run` on it once to upgrade it"), "{err}");
 
     // A file from a newer stance.
@@ -687,7 +687,7 @@ async fn schema_mismatches_are_refused() {
     .unwrap();
     pool.close().await;
     let err = Store::open_read_only(&newer).await.err().unwrap();
-    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 4, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaNewer { found: 99, expected: 5, .. }), "{err:?}");
     let err = Store::open(&newer).await.err().unwrap();
     assert!(matches!(err, StoreError::SchemaNewer { found: 99, .. }), "the daemon refuses it too: {err:?}");
 }
@@ -873,19 +873,109 @@ mod enforcement {
         Migrator::new(only_first.as_path()).await.unwrap().run(&pool).await.unwrap();
         pool.close().await;
         {
-            // Written by a stance of the first schema (its writer is this one's).
-            let old = Store {
-                pool: SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path)).await.unwrap(),
-            };
-            old.write_batch(&web_batch()).await.unwrap();
+            // Rows as a stance of the first schema wrote them.
+            let old = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path)).await.unwrap();
+            for sql in [
+                "INSERT INTO workloads (id, name, kind, first_seen, last_seen) VALUES (1, 'web', 'launched', ?1, ?1)",
+                "INSERT INTO nodes (id, workload_id, kind, label, first_seen, last_seen) VALUES
+                    (1, 1, 'workload', 'web', ?1, ?1), (2, 1, 'executable', '/usr/bin/sh', ?1, ?1),
+                    (3, 1, 'file', '/etc/hostname', ?1, ?1)",
+                "INSERT INTO edges (workload_id, kind, source_id, target_id, access, result, count, first_seen, last_seen)
+                    VALUES (1, 'exec', 1, 2, '', 'ok', 1, ?1, ?1), (1, 'open', 2, 3, 'read', 'ok', 2, ?1, ?1)",
+            ] {
+                sqlx::query(sql).bind(T0).execute(&old).await.unwrap();
+            }
             old.close().await;
         }
         let err = Store::open_read_only(&path).await.err().unwrap();
-        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 4, .. }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaOutdated { found: 1, expected: 5, .. }), "{err:?}");
 
         let store = Store::open(&path).await.unwrap();
-        assert_eq!(store.graph("web").await.unwrap().edges.len(), 5);
+        let (mut kept, stamp) = store.graph_at("web").await.unwrap();
+        assert_eq!(kept.edges.len(), 2);
+        // Rows from before migration 0005 have no change number; a graph kept from them is brought
+        // up to date like any other.
+        store.write_batch(&web_batch()).await.unwrap();
+        store.refresh_graph(&mut kept, stamp).await.unwrap().unwrap();
+        let full = store.graph("web").await.unwrap();
+        assert_eq!(full.edges.len(), 6);
+        assert_eq!(kept, full);
         assert!(store.events(&all(10)).await.unwrap().is_empty());
         assert_eq!(store.workload_enforcement("web").await.unwrap().modes, Modes::default());
     }
+}
+
+/// A graph kept and brought up to date with `refresh_graph` after every batch is the graph read in
+/// full: same nodes, edges, order, losses and identity. Batches are pseudo-random (a fixed seed): new
+/// and repeated edges of every kind, times out of order, labels shared by nodes of different kinds,
+/// executables' details, losses, identity changes, and batches of another workload only.
+#[tokio::test]
+async fn a_refreshed_graph_is_the_graph_read_in_full() {
+    use EdgeKind as E;
+    use NodeKind as N;
+    let dir = tempfile::tempdir().unwrap();
+    let store = writer(&dir).await;
+    store.write_batch(&web_batch()).await.unwrap();
+    let (mut kept, mut stamp) = store.graph_at("web").await.unwrap();
+
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    // One label is both an executable and a file, so ties between kinds are exercised.
+    let exes = ["/usr/bin/sh", "/usr/bin/cat", "/srv/tool", "/usr/bin/zz"];
+    let targets = [
+        (N::File, "/etc/hostname"),
+        (N::File, "/srv/tool"),
+        (N::File, "/a"),
+        (N::File, "/var/log/x.log"),
+        (N::Endpoint, "10.0.0.1:443/tcp"),
+        (N::Endpoint, "unix:/run/x.sock"),
+        (N::Capability, "CAP_CHOWN"),
+        (N::Executable, "/srv/tool"),
+        (N::Executable, "/usr/bin/zz"),
+    ];
+    for round in 0..60 {
+        let workload = if next(5) == 0 { "other" } else { "web" };
+        let mut batch = Batch::default();
+        for _ in 0..1 + next(6) {
+            let target = targets[next(targets.len() as u64) as usize];
+            let kind = match target.0 {
+                N::File => E::Open,
+                N::Endpoint => E::Connect,
+                N::Capability => E::Capable,
+                _ => E::Exec,
+            };
+            let access = ["read", "write", "read,write"][next(3) as usize];
+            let result = ["ok", "ENOENT"][next(2) as usize];
+            // Times move both ways, so a later batch may widen a span at either end.
+            let at = T0 + (next(1000) as i64 - 500) * SEC;
+            let exe = (N::Executable, exes[next(exes.len() as u64) as usize]);
+            batch.edges.push(edge(workload, kind, exe, target, access, result, 1 + next(3), (at, at + SEC)));
+        }
+        if next(3) == 0 {
+            let argv = format!("tool --round {round}");
+            batch.executables.push(executable(workload, exes[next(4) as usize], Some(&argv)));
+        }
+        if next(4) == 0 {
+            let reason = [LossReason::RingbufFull, LossReason::PathTruncated][next(2) as usize];
+            let at = T0 + next(600) as i64 * SEC;
+            batch.losses.push(LossObs { workload: Some(workload.into()), reason, count: 1 + next(9), at });
+        }
+        if next(6) == 0 {
+            let kind = [WorkloadKind::Launched, WorkloadKind::Systemd][next(2) as usize];
+            let at = T0 + round * SEC;
+            batch.cgroups.push(cgroup(100 + next(3), "/stance/web", identity(workload, kind), at));
+        }
+        store.write_batch(&batch).await.unwrap();
+
+        let before = stamp;
+        stamp = store.refresh_graph(&mut kept, stamp).await.unwrap().expect("same workload row");
+        let (full, full_stamp) = store.graph_at("web").await.unwrap();
+        assert_eq!(stamp, full_stamp, "round {round}");
+        assert_eq!(stamp == before, workload == "other", "round {round}: the stamp moves with the workload");
+        assert_eq!(kept, full, "round {round}");
+    }
+    assert!(kept.edges.len() > 20, "{} edges: the rounds added too little to test", kept.edges.len());
 }

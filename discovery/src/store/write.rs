@@ -19,7 +19,7 @@ use crate::model::{
     Batch, EdgeKey, EdgeStats, ExecutableObs, Identity, LossReason, NodeKind, NodeRef, WorkloadKind,
 };
 
-/// Most rows in one statement. 2048 rows of 9 columns stay below SQLite's default limit of 32,766
+/// Most rows in one statement. 2048 rows of 10 columns stay below SQLite's default limit of 32,766
 /// bind parameters; going from 512 to 2048 rows made a 100,000-node batch about 20% faster.
 const MAX_ROWS: usize = 2048;
 
@@ -40,6 +40,14 @@ macro_rules! saturating_count {
 macro_rules! widen_span {
     () => {
         "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)"
+    };
+}
+
+/// SQL counting one more change of a workload's graph (migration 0005). Every batch that mentions a
+/// workload (edges, executables, cgroups, losses) upserts its row, so this is the one place to count.
+macro_rules! count_change {
+    () => {
+        "graph_changes = graph_changes + 1, "
     };
 }
 
@@ -64,10 +72,10 @@ pub(super) async fn write_batch(pool: &SqlitePool, batch: &Batch) -> Result<(), 
     }
     let plan = Plan::new(batch, now_ns());
     let mut tx = pool.begin_with(super::WRITE_TX).await?;
-    let workload_ids = upsert_workloads(&mut tx, &plan).await?;
+    let (workload_ids, changes) = upsert_workloads(&mut tx, &plan).await?;
     upsert_cgroups(&mut tx, &plan, &workload_ids).await?;
-    let node_ids = upsert_nodes(&mut tx, &plan, &workload_ids).await?;
-    upsert_edges(&mut tx, &batch.edges, &plan, &workload_ids, &node_ids).await?;
+    let node_ids = upsert_nodes(&mut tx, &plan, &workload_ids, &changes).await?;
+    upsert_edges(&mut tx, &batch.edges, &plan, &workload_ids, &changes, &node_ids).await?;
     upsert_losses(&mut tx, &plan, &workload_ids).await?;
     Ok(tx.commit().await?)
 }
@@ -215,22 +223,26 @@ impl<'b> Plan<'b> {
     }
 }
 
+/// Upserts the plan's workloads; returns, per name, the row id and the number of this change of its
+/// graph (`graph_changes` after this batch), which the nodes and edges written take in `changed`.
 async fn upsert_workloads<'b>(
     conn: &mut SqliteConnection,
     plan: &Plan<'b>,
-) -> sqlx::Result<HashMap<&'b str, i64>> {
+) -> sqlx::Result<(HashMap<&'b str, i64>, HashMap<&'b str, i64>)> {
     let mut ids = HashMap::with_capacity(plan.workloads.len());
+    let mut changes = HashMap::with_capacity(plan.workloads.len());
     for (&name, row) in &plan.workloads {
         let query = match row.identity {
             Some((identity, _)) => sqlx::query(concat!(
                 "INSERT INTO workloads
-                    (name, kind, runtime, container_id, unit, pod_uid, first_seen, last_seen)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    (name, kind, runtime, container_id, unit, pod_uid, first_seen, last_seen, graph_changes)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
                  ON CONFLICT (name) DO UPDATE SET
                     kind = excluded.kind, runtime = excluded.runtime, container_id = excluded.container_id,
                     unit = excluded.unit, pod_uid = excluded.pod_uid, ",
+                count_change!(),
                 widen_span!(),
-                " RETURNING id"
+                " RETURNING id, graph_changes"
             ))
             .bind(name)
             .bind(identity.kind.as_str())
@@ -243,19 +255,20 @@ async fn upsert_workloads<'b>(
             // catch-all kind) until a cgroup observation brings the real identity, which then
             // overwrites it. An existing row's identity is left alone.
             None => sqlx::query(concat!(
-                "INSERT INTO workloads (name, kind, first_seen, last_seen) VALUES (?, ?, ?, ?)
+                "INSERT INTO workloads (name, kind, first_seen, last_seen, graph_changes) VALUES (?, ?, ?, ?, 1)
                  ON CONFLICT (name) DO UPDATE SET ",
+                count_change!(),
                 widen_span!(),
-                " RETURNING id"
+                " RETURNING id, graph_changes"
             ))
             .bind(name)
             .bind(WorkloadKind::Host.as_str()),
         };
-        let id: i64 =
-            query.bind(row.first_seen).bind(row.last_seen).fetch_one(&mut *conn).await?.try_get(0)?;
-        ids.insert(name, id);
+        let returned = query.bind(row.first_seen).bind(row.last_seen).fetch_one(&mut *conn).await?;
+        ids.insert(name, returned.try_get(0)?);
+        changes.insert(name, returned.try_get(1)?);
     }
-    Ok(ids)
+    Ok((ids, changes))
 }
 
 async fn upsert_cgroups(
@@ -294,14 +307,15 @@ async fn upsert_nodes(
     conn: &mut SqliteConnection,
     plan: &Plan<'_>,
     workload_ids: &HashMap<&str, i64>,
+    changes: &HashMap<&str, i64>,
 ) -> Result<Vec<i64>, WriteError> {
     let mut ids = Vec::with_capacity(plan.nodes.len());
     for chunk in pow2_chunks(&plan.nodes) {
         let sql = multi_row_sql(
             "INSERT INTO nodes
-                (workload_id, kind, label, exe_dev, exe_ino, exe_memfd, exe_argv, first_seen, last_seen)
+                (workload_id, kind, label, exe_dev, exe_ino, exe_memfd, exe_argv, first_seen, last_seen, changed)
              VALUES ",
-            9,
+            10,
             chunk.len(),
             // An argv sample is optional; keep the previous one rather than forget it.
             concat!(
@@ -309,7 +323,8 @@ async fn upsert_nodes(
                     exe_dev = coalesce(excluded.exe_dev, exe_dev),
                     exe_ino = coalesce(excluded.exe_ino, exe_ino),
                     exe_memfd = coalesce(excluded.exe_memfd, exe_memfd),
-                    exe_argv = coalesce(excluded.exe_argv, exe_argv), ",
+                    exe_argv = coalesce(excluded.exe_argv, exe_argv),
+                    changed = excluded.changed, ",
                 widen_span!()
             ),
         );
@@ -324,7 +339,8 @@ async fn upsert_nodes(
                 .bind(row.exe.map(|e| e.memfd))
                 .bind(row.exe.and_then(|e| e.argv.as_deref()))
                 .bind(row.first_seen)
-                .bind(row.last_seen);
+                .bind(row.last_seen)
+                .bind(changes[workload]);
         }
         query.execute(&mut *conn).await?;
 
@@ -365,6 +381,7 @@ async fn upsert_edges(
     edges: &[(EdgeKey, EdgeStats)],
     plan: &Plan<'_>,
     workload_ids: &HashMap<&str, i64>,
+    changes: &HashMap<&str, i64>,
     node_ids: &[i64],
 ) -> sqlx::Result<()> {
     let node_id = |workload: &str, node: &NodeRef| {
@@ -373,14 +390,14 @@ async fn upsert_edges(
     for chunk in pow2_chunks(edges) {
         let sql = multi_row_sql(
             "INSERT INTO edges
-                (workload_id, kind, source_id, target_id, access, result, count, first_seen, last_seen)
+                (workload_id, kind, source_id, target_id, access, result, count, first_seen, last_seen, changed)
              VALUES ",
-            9,
+            10,
             chunk.len(),
             concat!(
                 " ON CONFLICT (workload_id, kind, source_id, target_id, access, result) DO UPDATE SET ",
                 saturating_count!(),
-                ", ",
+                ", changed = excluded.changed, ",
                 widen_span!()
             ),
         );
@@ -396,7 +413,8 @@ async fn upsert_edges(
                 .bind(key.result.as_str())
                 .bind(clamp_count(stats.count))
                 .bind(stats.first_seen)
-                .bind(stats.last_seen);
+                .bind(stats.last_seen)
+                .bind(changes[w]);
         }
         query.execute(&mut *conn).await?;
     }
