@@ -21,10 +21,11 @@ use lru::LruCache;
 
 use crate::store::{Graph, GraphStamp, Result, Store};
 
-/// Nodes plus edges kept at most, over all cached graphs: about 10 graphs of 10,000 edges, or one of
-/// 100,000, which is some 70 MB of memory between the graphs and their JSON. The graph just read
-/// is always kept, however large, so that its JSON is not rebuilt for the request that asked.
-pub const DEFAULT_BUDGET: usize = 120_000;
+/// Nodes plus edges kept at most, over all cached graphs. A graph of 10,000 edges (and as many
+/// nodes) takes about 10 MB between its parsed form and its JSON, so this is some 30 MB at most. A
+/// larger graph than this is served but not kept: one request for a huge graph must not leave the
+/// daemon that much bigger for good.
+pub const DEFAULT_BUDGET: usize = 60_000;
 
 /// Workloads kept at most, whatever their size.
 const MAX_GRAPHS: usize = 64;
@@ -74,7 +75,7 @@ struct Entries {
 }
 
 impl GraphCache {
-    /// A cache holding at most `budget` nodes plus edges (the latest graph read is kept regardless).
+    /// A cache holding at most `budget` nodes plus edges.
     pub fn new(budget: usize) -> GraphCache {
         let instance = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         GraphCache { entries: Mutex::new(Entries { lru: LruCache::unbounded(), size: 0 }), budget, instance }
@@ -123,11 +124,17 @@ impl GraphCache {
             }
         }
         let size = fresh.size();
+        if size > self.budget {
+            if let Some(old) = entries.lru.pop(name) {
+                entries.size -= old.size();
+            }
+            return fresh;
+        }
         if let Some(old) = entries.lru.put(name.to_owned(), fresh.clone()) {
             entries.size -= old.size();
         }
         entries.size += size;
-        while entries.lru.len() > 1 && (entries.size > self.budget || entries.lru.len() > MAX_GRAPHS) {
+        while entries.size > self.budget || entries.lru.len() > MAX_GRAPHS {
             match entries.lru.pop_lru() {
                 Some((_, evicted)) => entries.size -= evicted.size(),
                 None => break,
@@ -146,5 +153,69 @@ impl GraphCache {
 impl Default for GraphCache {
     fn default() -> GraphCache {
         GraphCache::new(DEFAULT_BUDGET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Batch, EdgeKey, EdgeKind, EdgeStats, NodeKind, NodeRef};
+
+    /// `files` opens by one executable: 2 + files nodes (workload, executable, files) and `files` edges.
+    fn opens(workload: &str, files: usize, count: u64) -> Batch {
+        let edges = (0..files)
+            .map(|i| {
+                let key = EdgeKey {
+                    workload: workload.into(),
+                    kind: EdgeKind::Open,
+                    source: NodeRef::new(NodeKind::Executable, "/usr/bin/cat"),
+                    target: NodeRef::new(NodeKind::File, format!("/srv/{i}")),
+                    access: "read".into(),
+                    result: "ok".into(),
+                };
+                (key, EdgeStats { count, first_seen: 1, last_seen: 2 })
+            })
+            .collect();
+        Batch { edges, ..Batch::default() }
+    }
+
+    #[tokio::test]
+    async fn graphs_are_kept_within_the_budget_and_dropped_least_recent_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("stance.db")).await.unwrap();
+        for w in ["a", "b", "c"] {
+            store.write_batch(&opens(w, 2, 1)).await.unwrap(); // 4 nodes + 2 edges
+        }
+        store.write_batch(&opens("huge", 10, 1)).await.unwrap(); // 12 nodes + 10 edges
+        let cache = GraphCache::new(12);
+
+        let a = cache.get(&store, "a").await.unwrap();
+        cache.get(&store, "b").await.unwrap();
+        assert_eq!(cache.held(), (2, 12));
+        // Unchanged: the very graph kept, its JSON serialised once.
+        let again = cache.get(&store, "a").await.unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(a.json().unwrap(), again.json().unwrap());
+        // `b` is now the least recently used: `c` takes its place.
+        cache.get(&store, "c").await.unwrap();
+        assert_eq!(cache.held(), (2, 12));
+        assert!(Arc::ptr_eq(&a, &cache.get(&store, "a").await.unwrap()));
+        // Larger than the whole budget: served, not kept, and nothing else dropped for it.
+        let huge = cache.get(&store, "huge").await.unwrap();
+        assert_eq!(huge.graph.edges.len(), 10);
+        assert_eq!(cache.held(), (2, 12));
+
+        // A change to `a`: brought up to date (a new state, a new tag), still within the budget.
+        store.write_batch(&opens("a", 2, 5)).await.unwrap();
+        let changed = cache.get(&store, "a").await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &changed));
+        assert_ne!(a.etag(), changed.etag());
+        assert_eq!(changed.graph.edges.iter().map(|e| e.count).collect::<Vec<_>>(), [6, 6]);
+        assert_eq!(changed.graph, store.graph("a").await.unwrap());
+        assert_eq!(cache.held(), (2, 12));
+        assert!(matches!(
+            cache.get(&store, "nope").await.err().unwrap(),
+            crate::store::StoreError::UnknownWorkload { .. }
+        ));
     }
 }
