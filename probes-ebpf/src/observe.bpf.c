@@ -18,8 +18,7 @@
  *
  * Repeats are suppressed in the kernel, keyed by (cgroup, kind, object, actor), by a per-CPU cache
  * in front of a per-CPU LRU, so repeated behaviour costs an array lookup and leaves the ring buffer
- * quiet. Every event that cannot
- * be delivered is counted per cgroup.
+ * quiet. Every event that cannot be delivered is counted per cgroup.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -294,10 +293,10 @@ static __always_inline int submit(struct builder *b, __u64 cgroup_id)
  * Every open and network call of a monitored workload runs the check below, and in repeated
  * behaviour almost every one of them is suppressed: this is the path whose cost a workload feels.
  *
- * The clock is jiffies, read from one kernel variable (bpf_jiffies64), not a clocksource read as
- * bpf_ktime_get_boot_ns does (on a virtual machine whose clocksource is emulated that is a trap to
- * the hypervisor per event). A window of seconds needs no finer resolution. A window of 0 turns
- * dedup off.
+ * The clock is jiffies, read from one kernel variable (bpf_jiffies64), not the clocksource that
+ * bpf_ktime_get_boot_ns reads (a trap to the hypervisor per event on a virtual machine whose
+ * clocksource is emulated, HPET for one). A window of seconds needs no finer resolution. A window
+ * of 0 turns dedup off.
  *
  * In front of the LRU hash sits a small per-CPU direct-mapped cache: each key has exactly one
  * slot (a mix of its fields), and the slot holding it is the key's only live state, so a repeat
