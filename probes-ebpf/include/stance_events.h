@@ -181,7 +181,7 @@ struct stance_cgroup_body {
 	__u32 _pad[4];
 };
 
-/* Key of the kernel's per-CPU dedup LRU. */
+/* Key of the kernel's per-CPU dedup cache and LRU. */
 struct stance_dedup_key {
 	__u64 cgroup_id;
 	__u64 obj_a;
@@ -192,8 +192,10 @@ struct stance_dedup_key {
 	__u32 kind_bits;
 };
 
+/* Value of the dedup LRU (and state of a per-CPU cache slot): when the key was last emitted, in
+ * jiffies, and how many repeats were suppressed since. */
 struct stance_dedup_val {
-	__u64 last_emit_ns;
+	__u64 last_emit;
 	__u32 suppressed;
 	__u32 _pad;
 };

@@ -16,9 +16,9 @@
  * fexit trampoline costs only the calls it is attached to. Both hand the same handler the return
  * value and the caller's saved registers, so the records are the same whichever hook ran.
  *
- * Repeats are suppressed in the kernel by a per-CPU LRU keyed by (cgroup, kind, object, actor),
- * so repeated behaviour costs a map lookup and leaves the ring buffer quiet. Every event that cannot
- * be delivered is counted per cgroup.
+ * Repeats are suppressed in the kernel, keyed by (cgroup, kind, object, actor), by a per-CPU cache
+ * in front of a per-CPU LRU, so repeated behaviour costs an array lookup and leaves the ring buffer
+ * quiet. Every event that cannot be delivered is counted per cgroup.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -34,8 +34,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader before load (aya EbpfLoader::set_global). */
 /* The daemon's own thread-group id: its activity is not observed. */
 const volatile __u32 stance_tgid = 0;
-/* Repeats of the same key within this window are counted, not emitted. */
-const volatile __u64 dedup_window_ns = 10ULL * 1000 * 1000 * 1000;
+/* Repeats of the same key within this window are counted, not emitted. In jiffies (see dedup_pass):
+ * the loader converts the daemon's window with this kernel's tick; the default is 10 s at HZ=250. */
+const volatile __u64 dedup_window_jiffies = 10 * 250;
 /* argv bytes kept per exec (<= STANCE_ARGV_MAX). */
 const volatile __u32 argv_max = 512;
 /* Wake the reader only when this much is waiting; otherwise it drains on its own timer. A wakeup
@@ -288,24 +289,97 @@ static __always_inline int submit(struct builder *b, __u64 cgroup_id)
 
 /* ---- dedup ------------------------------------------------------------------------------------ */
 
-/* Returns 1 when the event should be emitted (and *repeat holds the suppressed count). */
-static __always_inline int dedup_pass(struct stance_dedup_key *k, __u32 *repeat)
+/*
+ * Every open and network call of a monitored workload runs the check below, and in repeated
+ * behaviour almost every one of them is suppressed: this is the path whose cost a workload feels.
+ *
+ * The clock is jiffies, read from one kernel variable (bpf_jiffies64), not the clocksource that
+ * bpf_ktime_get_boot_ns reads (a trap to the hypervisor per event on a virtual machine whose
+ * clocksource is emulated, HPET for one). A window of seconds needs no finer resolution. A window
+ * of 0 turns dedup off.
+ *
+ * In front of the LRU hash sits a small per-CPU direct-mapped cache: each key has exactly one
+ * slot (a mix of its fields), and the slot holding it is the key's only live state, so a repeat
+ * that hits costs an array lookup and a compare instead of hashing the key into the LRU. The cache
+ * writes back: a key pushed out of its slot by another takes its window start and suppressed count
+ * to the LRU hash, and a key moving into its slot takes them from there, so no count is dropped on
+ * the way (an entry the LRU itself evicts loses its count, as it did before the cache). The count
+ * reaches userspace as the `repeat` of the key's next emitted record.
+ *
+ * Both are per CPU and unlocked: a program on another CPU never sees this CPU's state. The
+ * programs that use them run with migration disabled, and on kernels without in-kernel preemption
+ * (Debian's default) one program finishes before the next starts on the same CPU.
+ */
+#define DEDUP_SLOTS 256
+
+struct dedup_slot {
+	/* kind_bits is never 0 in a real key (the kind is in it), so a zeroed slot holds no key. */
+	struct stance_dedup_key key;
+	__u64 last_emit;
+	__u32 suppressed;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DEDUP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct dedup_slot);
+} dedup_cache SEC(".maps");
+
+static __always_inline __u32 dedup_slot_of(const struct stance_dedup_key *k)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct stance_dedup_val *v = bpf_map_lookup_elem(&dedup, k);
-	if (v && v->last_emit_ns && now - v->last_emit_ns < dedup_window_ns) {
-		v->suppressed += 1;
+	__u64 h = k->cgroup_id ^ k->obj_a ^ (k->obj_b >> 4) ^ (k->exe_ino << 7) ^ k->exe_dev ^
+		  ((__u64)k->kind_bits << 32);
+	h *= 0x9e3779b97f4a7c15ULL;
+	return (__u32)(h >> 56) & (DEDUP_SLOTS - 1);
+}
+
+static __always_inline int dedup_key_eq(const struct stance_dedup_key *a, const struct stance_dedup_key *b)
+{
+	return a->obj_a == b->obj_a && a->obj_b == b->obj_b && a->cgroup_id == b->cgroup_id &&
+	       a->exe_ino == b->exe_ino && a->exe_dev == b->exe_dev && a->kind_bits == b->kind_bits;
+}
+
+/* Returns 1 when the event should be emitted (and *repeat holds the suppressed count). */
+static __always_inline int dedup_pass(const struct stance_dedup_key *k, __u32 *repeat)
+{
+	__u64 now = bpf_jiffies64();
+	__u32 idx = dedup_slot_of(k);
+	struct dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
+	if (!s) {
+		*repeat = 0;
+		return 1;
+	}
+	if (!dedup_key_eq(&s->key, k)) {
+		/* Miss: the occupant's state goes back to the LRU, this key's state comes from it. */
+		if (s->key.kind_bits) {
+			struct stance_dedup_val old = { .last_emit = s->last_emit, .suppressed = s->suppressed };
+			bpf_map_update_elem(&dedup, &s->key, &old, BPF_ANY);
+		}
+		struct stance_dedup_val *v = bpf_map_lookup_elem(&dedup, k);
+		s->key = *k;
+		s->last_emit = v ? v->last_emit : 0;
+		s->suppressed = v ? v->suppressed : 0;
+	}
+	if (s->last_emit && now - s->last_emit < dedup_window_jiffies) {
+		s->suppressed += 1;
 		return 0;
 	}
-	*repeat = v ? v->suppressed : 0;
-	struct stance_dedup_val nv = { .last_emit_ns = now };
-	bpf_map_update_elem(&dedup, k, &nv, BPF_ANY);
+	*repeat = s->suppressed;
+	s->last_emit = now;
+	s->suppressed = 0;
 	return 1;
 }
 
-/* The record could not be delivered: let the next occurrence try again rather than be suppressed. */
-static __always_inline void dedup_forget(struct stance_dedup_key *k)
+/* The record could not be delivered: let the next occurrence try again rather than be suppressed.
+ * (Its suppressed count went out with nothing: that record is counted as a ring-buffer loss.) */
+static __always_inline void dedup_forget(const struct stance_dedup_key *k)
 {
+	__u32 idx = dedup_slot_of(k);
+	struct dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
+	if (s && dedup_key_eq(&s->key, k))
+		s->key.kind_bits = 0;
 	bpf_map_delete_elem(&dedup, k);
 }
 
@@ -338,6 +412,16 @@ static __noinline __u64 hash_bytes(const char *s, __u32 len)
 	return c.h ^ len;
 }
 
+/*
+ * What bpf_get_current_cgroup_id() returns (the default hierarchy's cgroup of the task), by direct
+ * loads through the task's BTF pointers: the open and network programs need it before their dedup
+ * check, so it is on the path every suppressed repeat pays for.
+ */
+static __always_inline __u64 task_cgroup_id(struct task_struct *task)
+{
+	return task->cgroups->dfl_cgrp->kn->id;
+}
+
 /* ---- syscall arguments from the saved user registers ------------------------------------------ */
 
 /*
@@ -351,15 +435,17 @@ struct regs_tail {
 	__u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 
-static __always_inline void args_from_tail(const struct regs_tail *t, __u64 args[6])
-{
-	args[0] = t->di;
-	args[1] = t->si;
-	args[2] = t->dx;
-	args[3] = t->r10;
-	args[4] = t->r8;
-	args[5] = t->r9;
-}
+/* The six argument registers of the x86_64 syscall ABI, from a struct regs_tail or a struct
+ * pt_regs (a macro, as the two types share the field names). */
+#define ARGS_FROM(r, args)          \
+	do {                        \
+		(args)[0] = (r)->di;  \
+		(args)[1] = (r)->si;  \
+		(args)[2] = (r)->dx;  \
+		(args)[3] = (r)->r10; \
+		(args)[4] = (r)->r8;  \
+		(args)[5] = (r)->r9;  \
+	} while (0)
 
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
@@ -374,7 +460,7 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, __u64
 		bpf_probe_read_kernel(&t, sizeof(t), &regs->r10);
 		if ((long)t.orig_ax == nr) {
 			regs_pad = pad;
-			args_from_tail(&t, args);
+			ARGS_FROM(&t, args);
 			return 0;
 		}
 		if (regs_pad != 0xff)
@@ -386,15 +472,13 @@ static __always_inline int syscall_args(struct task_struct *task, long nr, __u64
 /*
  * The syscall's arguments: from the registers an fexit program on __x64_sys_* was handed (regs),
  * or, at a syscall exit tracepoint (regs NULL), from those saved on the task's kernel stack.
+ * regs is a BTF pointer there, so its fields are plain loads, not a helper call.
  */
 static __always_inline int user_args(struct task_struct *task, const struct pt_regs *regs, long nr, __u64 args[6])
 {
 	if (!regs)
 		return syscall_args(task, nr, args);
-	struct regs_tail t = {};
-	if (bpf_probe_read_kernel(&t, sizeof(t), &regs->r10))
-		return -1;
-	args_from_tail(&t, args);
+	ARGS_FROM(regs, args);
 	return 0;
 }
 
@@ -468,11 +552,10 @@ static __always_inline __u32 access_from_flags(__u64 flags)
 
 static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs *regs)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((pid_tgid >> 32) == stance_tgid)
-		return 0;
-	__u64 cgroup_id = bpf_get_current_cgroup_id();
 	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->tgid == stance_tgid)
+		return 0;
+	__u64 cgroup_id = task_cgroup_id(task);
 
 	__u64 args[6] = {};
 	int have_args = user_args(task, regs, nr, args) == 0;
@@ -652,6 +735,9 @@ int BPF_PROG(stance_fx_open_by_handle_at, const struct pt_regs *regs, long ret)
 
 /* ---- connect and datagram sends --------------------------------------------------------------- */
 
+/* Bytes of a destination address the network programs read: up to the end of sockaddr_in6's address. */
+#define SOCKADDR_HEAD 28
+
 struct user_msghdr_min {
 	void *msg_name;
 	int msg_namelen;
@@ -659,11 +745,10 @@ struct user_msghdr_min {
 
 static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *regs)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((pid_tgid >> 32) == stance_tgid)
-		return 0;
-	__u64 cgroup_id = bpf_get_current_cgroup_id();
 	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->tgid == stance_tgid)
+		return 0;
+	__u64 cgroup_id = task_cgroup_id(task);
 	__u64 args[6] = {};
 	if (user_args(task, regs, nr, args) < 0)
 		return 0;
@@ -697,41 +782,45 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 	if (!uaddr || addrlen < 2)
 		return 0;
 
-	__u16 family = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), uaddr))
+	/*
+	 * The address's head in one read: family, port and an IPv4 or IPv6 address (sockaddr_in6 is
+	 * 28 bytes), no more than the caller said it passed. The kernel copied the same addrlen bytes,
+	 * so this read fails only where the call itself failed with EFAULT, and then there is no
+	 * destination to report.
+	 */
+	__u8 sa[SOCKADDR_HEAD] = {};
+	__u32 n = addrlen < SOCKADDR_HEAD ? addrlen : SOCKADDR_HEAD;
+	if (bpf_probe_read_user(sa, BOUND(n, 31), uaddr))
 		return 0;
+	__u16 family = *(__u16 *)sa;
 	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
 		return 0;
 
-	__u16 sock_type = 0, protocol = 0;
+	/* The socket's type is part of the key; its protocol is only read for a record. */
+	__u16 sock_type = 0;
+	struct socket *sock = NULL;
 	struct file *sf = fd_file(task, fd);
 	if (sf) {
-		struct socket *sock = BPF_CORE_READ(sf, private_data);
-		if (sock) {
+		sock = BPF_CORE_READ(sf, private_data);
+		if (sock)
 			sock_type = BPF_CORE_READ(sock, type);
-			protocol = BPF_CORE_READ(sock, sk, sk_protocol);
-		}
 	}
 	/* A destination on a stream socket's send is ignored by the kernel; connect covers it. */
 	if (kind == STANCE_EV_SEND && sock_type == SOCK_STREAM)
 		return 0;
 
-	struct stance_net_body nb = { .family = family, .sock_type = sock_type, .protocol = protocol };
+	struct stance_net_body nb = { .family = family, .sock_type = sock_type };
 	__u32 zero = 0;
 	struct ustr_buf *us = NULL;
 	__u32 ulen = 0;
 	int abstract = 0;
 	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
 	if (family == AF_INET) {
-		__u16 port = 0;
-		bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
-		bpf_probe_read_user(nb.addr, 4, uaddr + 4);
-		nb.port = bpf_ntohs(port);
+		nb.port = bpf_ntohs(*(__u16 *)(sa + 2));
+		__builtin_memcpy(nb.addr, sa + 4, 4);
 	} else if (family == AF_INET6) {
-		__u16 port = 0;
-		bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
-		bpf_probe_read_user(nb.addr, 16, uaddr + 8);
-		nb.port = bpf_ntohs(port);
+		nb.port = bpf_ntohs(*(__u16 *)(sa + 2));
+		__builtin_memcpy(nb.addr, sa + 8, 16);
 	} else {
 		us = bpf_map_lookup_elem(&ustr_scratch, &zero);
 		if (!us)
@@ -739,11 +828,9 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		__u32 plen = addrlen - 2;
 		if (plen > STANCE_UNIX_PATH_MAX)
 			plen = STANCE_UNIX_PATH_MAX;
-		char first = 0;
-		if (bpf_probe_read_user(&first, 1, uaddr + 2))
-			return 0;
-		if (first == 0) {
-			/* Abstract name: the bytes after the leading NUL, exactly addrlen long. */
+		if (sa[2] == 0) {
+			/* Abstract name: the bytes after the leading NUL, exactly addrlen long (sa[2] is
+			 * 0 too when there is no name at all, which the kernel refuses with EINVAL). */
 			abstract = 1;
 			ulen = plen > 0 ? plen - 1 : 0;
 			if (ulen && bpf_probe_read_user(us->buf, BOUND(ulen, 127), uaddr + 3))
@@ -776,6 +863,8 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 	out->hdr.ret = ret < 0 ? ret : 0;
 	out->hdr.repeat = repeat;
 	put_exe(&b, task);
+	if (sock)
+		nb.protocol = BPF_CORE_READ(sock, sk, sk_protocol);
 	__builtin_memcpy(out->body, &nb, sizeof(nb));
 	if (family == AF_UNIX && us) {
 		out->hdr.flags |= STANCE_F_UNRESOLVED | (abstract ? STANCE_F_ABSTRACT : 0);

@@ -228,7 +228,11 @@ static __always_inline struct file *task_exe_file(struct task_struct *task)
 
 /*
  * The current task's executable identity by direct loads through BTF pointers (no helper calls):
- * this runs for every open and connect before the dedup lookup, so it must be cheap.
+ * this runs for every open and connect before the dedup lookup, so it must be cheap. Two loads
+ * fewer would key on the exe_file or inode pointer instead, but those objects are freed when the
+ * last process of an executable exits and their memory is reused, possibly for another executable
+ * within the dedup window, whose first actions would then be counted as the old one's repeats.
+ * Inode number and device stay with the file.
  */
 static __always_inline void current_exe_id(struct task_struct *task, __u64 *ino, __u32 *dev)
 {

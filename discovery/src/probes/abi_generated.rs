@@ -264,7 +264,7 @@ const _: () = {
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct stance_dedup_val {
-    pub last_emit_ns: __u64,
+    pub last_emit: __u64,
     pub suppressed: __u32,
     pub _pad: __u32,
 }
@@ -272,8 +272,8 @@ pub struct stance_dedup_val {
 const _: () = {
     ["Size of stance_dedup_val"][::core::mem::size_of::<stance_dedup_val>() - 16usize];
     ["Alignment of stance_dedup_val"][::core::mem::align_of::<stance_dedup_val>() - 8usize];
-    ["Offset of field: stance_dedup_val::last_emit_ns"]
-        [::core::mem::offset_of!(stance_dedup_val, last_emit_ns) - 0usize];
+    ["Offset of field: stance_dedup_val::last_emit"]
+        [::core::mem::offset_of!(stance_dedup_val, last_emit) - 0usize];
     ["Offset of field: stance_dedup_val::suppressed"]
         [::core::mem::offset_of!(stance_dedup_val, suppressed) - 8usize];
     ["Offset of field: stance_dedup_val::_pad"][::core::mem::offset_of!(stance_dedup_val, _pad) - 12usize];

@@ -50,6 +50,8 @@ pub enum ProbeError {
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub ringbuf_bytes: u32,
+    /// Repeats of one key within this window are counted, not emitted (the kernel counts it in
+    /// whole ticks); 0 turns the in-kernel dedup off.
     pub dedup_window_ns: u64,
     pub argv_max: u32,
     /// Bytes waiting in the ring buffer before the kernel wakes the reader (which otherwise drains
@@ -302,7 +304,11 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("stance_tgid", &opts.self_tgid, true)
-            .override_global("dedup_window_ns", &opts.dedup_window_ns, true)
+            .override_global(
+                "dedup_window_jiffies",
+                &window_in_jiffies(opts.dedup_window_ns, tick_ns()),
+                true,
+            )
             .override_global("argv_max", &opts.argv_max, true)
             .override_global("wakeup_bytes", &opts.wakeup_bytes, true)
             .map_max_entries("events", opts.ringbuf_bytes)
@@ -428,6 +434,28 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, name: &str, how: &Attach) -> Result<()
     res.map_err(|e| first_line(&e))
 }
 
+/// The kernel's tick (one jiffy) in ns: the resolution of its coarse clocks is exactly one tick
+/// (TICK_NSEC). When it cannot be read, 10 ms (HZ=100, the slowest tick Linux has): a window
+/// counted in shorter real ticks only gets shorter, so repeats are reported more often, never later.
+fn tick_ns() -> u64 {
+    let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_getres writes one timespec through a valid pointer to an initialised struct.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    let ns = (res.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(res.tv_nsec as u64);
+    if rc == 0 && ns > 0 {
+        ns
+    } else {
+        10_000_000
+    }
+}
+
+/// The kernel's dedup window counts jiffies (a load of one variable per event, where a clock
+/// read can be a trap on a VM): the daemon's window, rounded up to whole ticks; 0 stays 0 (no
+/// dedup).
+fn window_in_jiffies(window_ns: u64, tick_ns: u64) -> u64 {
+    window_ns.div_ceil(tick_ns.max(1))
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raising it is harmless after that.
 fn raise_memlock_limit() {
     let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -459,7 +487,22 @@ fn ensure_tracefs() -> Result<(), ProbeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::FamilyStatus;
+    use super::{tick_ns, window_in_jiffies, FamilyStatus};
+
+    #[test]
+    fn the_dedup_window_becomes_whole_ticks() {
+        assert_eq!(window_in_jiffies(10_000_000_000, 4_000_000), 2500);
+        assert_eq!(window_in_jiffies(10_000_000_000, 3_333_333), 3001);
+        assert_eq!(window_in_jiffies(1, 1_000_000), 1);
+        assert_eq!(window_in_jiffies(0, 4_000_000), 0);
+    }
+
+    #[test]
+    fn the_tick_is_one_of_the_kernels_hz() {
+        // CONFIG_HZ is 100, 250, 300 or 1000.
+        let hz = (1_000_000_000 + tick_ns() / 2) / tick_ns();
+        assert!([100, 250, 300, 1000].contains(&hz), "tick {} ns", tick_ns());
+    }
 
     fn status(hook: Option<&'static str>, alternatives: bool, attached: &[&'static str]) -> FamilyStatus {
         FamilyStatus {
