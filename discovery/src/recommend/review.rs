@@ -75,6 +75,16 @@ pub async fn review(
     };
     let proposed = proposals(store, &graph, &version.policy, fs).await?;
     let readiness = assess(store, &graph, &current, readiness_cfg).await?;
+    // Frozen with new behaviour, the version shown is not the recommendation of now: its own rules,
+    // with their evidence as observed now where the recommendation still has the rule, else as the
+    // version stored it.
+    let rules = if version.policy == current.policy {
+        current.rules
+    } else {
+        let stored: Vec<RuleInfo> = serde_json::from_value(version.evidence.clone())
+            .map_err(|source| RecommendError::RuleJson { workload: workload.to_owned(), source })?;
+        rules_of(&version.policy).iter().map(|rule| info_of(rule, &current.rules, &stored)).collect()
+    };
     Ok(Review {
         info: graph.workload.clone(),
         workload: workload.to_owned(),
@@ -83,9 +93,21 @@ pub async fn review(
         created_at: version.created_at,
         created,
         policy: version.policy,
-        rules: current.rules,
+        rules,
         proposed,
         readiness,
+    })
+}
+
+/// A rule's evidence from the first of two lists that has it, else none.
+fn info_of(rule: &Rule, infos: &[RuleInfo], others: &[RuleInfo]) -> RuleInfo {
+    let id = rule.id();
+    infos.iter().chain(others).find(|i| i.id == id).cloned().unwrap_or_else(|| RuleInfo {
+        id,
+        text: rule.text(),
+        rule: rule.clone(),
+        evidence: Evidence::default(),
+        breadth: None,
     })
 }
 
@@ -372,16 +394,7 @@ pub async fn diff(store: &Store, workload: &str, versions: Option<(u32, u32)>) -
     let (new, new_infos) = load(to).await?;
     let old_rules = rules_of(&old);
     let new_rules = rules_of(&new);
-    let info = |rule: &Rule, infos: &[RuleInfo], others: &[RuleInfo]| {
-        let id = rule.id();
-        infos.iter().chain(others).find(|i| i.id == id).cloned().unwrap_or_else(|| RuleInfo {
-            id,
-            text: rule.text(),
-            rule: rule.clone(),
-            evidence: Evidence::default(),
-            breadth: None,
-        })
-    };
+    let info = info_of;
     let added = new_rules
         .iter()
         .filter(|r| !old_rules.contains(r))

@@ -104,6 +104,32 @@ async fn a_version_is_written_only_when_behaviour_changes() {
 }
 
 #[tokio::test]
+async fn a_frozen_review_shows_the_rules_of_the_version_it_keeps() {
+    use crate::enforce::{Mode, Modes};
+    let (_dir, store) = store_with(vec![hosts(T0)]).await;
+    let fs = FakeFs::default();
+    assert_eq!(review(&store, "web", &fs, &cfg()).await.unwrap().version, 1);
+    let w = store.workload_enforcement("web").await.unwrap();
+    store.record_enforcement(&w, Modes::all(Mode::Audit), None).await.unwrap();
+    // New behaviour while in audit: no new version, and the rules shown are version 1's, with the
+    // evidence as observed now.
+    store
+        .write_batch(&batch(vec![
+            hosts(T0 + MIN),
+            edge(EdgeKind::Connect, (NodeKind::Endpoint, "10.0.0.1:5432/tcp"), "tcp", "ok", T0 + MIN),
+        ]))
+        .await
+        .unwrap();
+    let frozen = review(&store, "web", &fs, &cfg()).await.unwrap();
+    assert_eq!((frozen.version, frozen.created), (1, false));
+    assert!(frozen.policy.network.is_empty());
+    let ids: Vec<String> = frozen.rules.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, rules_of(&frozen.policy).iter().map(Rule::id).collect::<Vec<_>>());
+    let hosts_rule = frozen.rules.iter().find(|r| r.text.contains("/etc/hosts")).unwrap();
+    assert_eq!(hosts_rule.evidence.hits, 2, "{hosts_rule:?}");
+}
+
+#[tokio::test]
 async fn denies_become_proposals_and_accept_adopts_one_for_good() {
     let (_dir, store) = store_with(vec![
         hosts(T0),
