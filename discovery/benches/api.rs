@@ -98,10 +98,10 @@ fn main() {
         (url, token, store)
     });
     // One more observation of one edge, as the daemon's writer would commit it: the graph changes.
-    let touch = |i: usize| {
-        let mut one = batch();
-        one.edges.truncate(1);
-        one.edges[0].1.last_seen += i as i64;
+    let mut one = batch();
+    one.edges.truncate(1);
+    let mut touch = |i: usize| {
+        one.edges[0].1.last_seen = T0 + 1_000_000_000 + i as i64;
         rt.block_on(writer.write_batch(&one)).unwrap();
     };
     let agent: ureq::Agent = ureq::Agent::config_builder().build().into();

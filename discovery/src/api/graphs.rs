@@ -143,8 +143,9 @@ impl GraphCache {
         fresh
     }
 
-    /// How many graphs are kept, and their nodes plus edges (for tests).
-    pub fn held(&self) -> (usize, usize) {
+    /// How many graphs are kept, and their nodes plus edges.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         (entries.lru.len(), entries.size)
     }

@@ -445,6 +445,7 @@ fn tick_ns() -> u64 {
     if rc == 0 && ns > 0 {
         ns
     } else {
+        tracing::warn!(rc, "cannot read the kernel's tick; counting the dedup window in 10 ms ticks");
         10_000_000
     }
 }

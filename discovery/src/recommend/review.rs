@@ -394,16 +394,15 @@ pub async fn diff(store: &Store, workload: &str, versions: Option<(u32, u32)>) -
     let (new, new_infos) = load(to).await?;
     let old_rules = rules_of(&old);
     let new_rules = rules_of(&new);
-    let info = info_of;
     let added = new_rules
         .iter()
         .filter(|r| !old_rules.contains(r))
-        .map(|r| info(r, &new_infos, &old_infos))
+        .map(|r| info_of(r, &new_infos, &old_infos))
         .collect();
     let removed = old_rules
         .iter()
         .filter(|r| !new_rules.contains(r))
-        .map(|r| info(r, &old_infos, &new_infos))
+        .map(|r| info_of(r, &old_infos, &new_infos))
         .collect();
     Ok(Diff { workload: workload.to_owned(), from, to, added, removed })
 }

@@ -173,6 +173,8 @@ struct WorkloadRow {
     pod_uid: Option<String>,
     first_seen: i64,
     last_seen: i64,
+    /// With `id`, the graph's stamp (migration 0005).
+    graph_changes: i64,
 }
 
 impl WorkloadRow {
@@ -221,7 +223,8 @@ struct EdgeRow {
     last_seen: i64,
 }
 
-const WORKLOAD_COLUMNS: &str = "id, name, kind, runtime, container_id, unit, pod_uid, first_seen, last_seen";
+const WORKLOAD_COLUMNS: &str =
+    "id, name, kind, runtime, container_id, unit, pod_uid, first_seen, last_seen, graph_changes";
 
 pub(super) async fn workloads(pool: &SqlitePool) -> Result<Vec<WorkloadSummary>> {
     let read = |source| StoreError::Read { what: "the workload list", source };
@@ -328,12 +331,7 @@ async fn workload_at(conn: &mut SqliteConnection, workload: &str) -> Result<(Wor
     let Some(row) = row else {
         return Err(StoreError::UnknownWorkload { name: workload.to_owned() });
     };
-    let changes: i64 = sqlx::query_scalar("SELECT graph_changes FROM workloads WHERE id = ?")
-        .bind(row.id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(read)?;
-    let stamp = GraphStamp { workload_id: row.id, changes };
+    let stamp = GraphStamp { workload_id: row.id, changes: row.graph_changes };
     Ok((row, stamp))
 }
 
