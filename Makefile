@@ -52,7 +52,7 @@ vm-tests:
 	gcc -O2 -Wall -Wextra -Werror -pthread -o $(BIN)/loadgen tests/bench/loadgen.c
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
 		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
-		--bin $(BIN)/loadgen --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
+		--bin $(BIN)/loadgen --bin "$$(command -v bpftool)" --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
 		$(VM_SERVERS) --lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build

@@ -77,6 +77,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     for d in Domain::ALL {
         println!("  enforcement {d}: {}", status.get(d));
     }
+    for note in &status.notes {
+        println!("  enforcement: {note}");
+    }
     let ringbuf = probes.take_ringbuf()?;
     let kernel_losses = probes.take_loss_counters()?;
 

@@ -127,6 +127,21 @@ fn expect(results: &std::collections::BTreeMap<String, String>, name: &str, want
     assert_eq!(results.get(name).map(String::as_str), Some(want), "{name}: {results:?}");
 }
 
+/// One network rule more than the kernel map holds.
+fn too_many_network_rules() -> Policy {
+    Policy {
+        network: (0..=8192u32)
+            .map(|i| NetRule {
+                net: format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap(),
+                port_lo: 1,
+                port_hi: 1,
+                protocol: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 fn network_modes() -> Modes {
     Modes { network: Mode::Enforce, ..Default::default() }
 }
@@ -273,22 +288,78 @@ fn a_policy_too_large_fails_loudly_and_keeps_the_previous_one() {
     let cg = TestCgroup::new("enforce-large");
     let (mut enf, _) = Enforcer::start(&opts).unwrap();
     enf.apply("large-test", 9, &[cg.id], &ports.policy(), network_modes()).unwrap();
-    let huge = Policy {
-        network: (0..=8192u32)
-            .map(|i| NetRule {
-                net: format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap(),
-                port_lo: 1,
-                port_hi: 1,
-                protocol: None,
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let huge = too_many_network_rules();
     let err = enf.apply("large-test", 9, &[cg.id], &huge, network_modes()).unwrap_err();
     assert!(matches!(err, stance::enforce::EnforceError::TooLarge { what: "network rules", .. }), "{err}");
     eprintln!("{err}");
     // The previous revision is untouched.
     expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "EPERM");
     expect(&ports.probe(Some(&cg.dir)), "tcp-allowed", "ok");
+    enf.remove_all().unwrap();
+}
+
+/// The id of the BPF link pinned at `path` (bpftool), if one is.
+fn pinned_link_id(path: &Path) -> Option<u64> {
+    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(path).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get("id")?.as_u64()
+}
+
+fn link_exists(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["link", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_deciding_programs_are_attached_only_while_a_workload_has_a_policy() {
+    let (opts, _pins) = options("armed");
+    let ports = Ports::new();
+    let cg = TestCgroup::new("enforce-armed");
+    let layout = PinLayout::new(&opts.pin_dir);
+    let (mut enf, status) = Enforcer::start(&opts).unwrap();
+    assert_eq!(status.network, Backend::CgroupSockAddr, "{status}");
+    let generation = *layout.generations().last().expect("a generation is pinned");
+    let connect4 = layout.generation(generation).join("stance_connect4");
+    // After the canary, nothing is left attached to decide: no pin, and the workload is not decided.
+    assert!(!enf.armed());
+    assert!(!connect4.exists(), "{} pinned with no policy", connect4.display());
+    assert!(layout.generation(generation).join("stance_cgroup_inherit").exists());
+    expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "ok");
+
+    enf.apply("armed-test", 11, &[cg.id], &ports.policy(), network_modes()).unwrap();
+    assert!(enf.armed());
+    let first = pinned_link_id(&connect4).expect("stance_connect4 pinned while a policy is in force");
+    expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "EPERM");
+
+    // The last policy goes: the link is unpinned and, with no other reference, gone from the kernel.
+    enf.release(11).unwrap();
+    assert!(!enf.armed());
+    assert!(!connect4.exists());
+    assert!(!link_exists(first), "link {first} still exists after the last release");
+    expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "ok");
+
+    // The same enforcer attaches its programs again for the next policy.
+    enf.apply("armed-test", 11, &[cg.id], &ports.policy(), network_modes()).unwrap();
+    let second = pinned_link_id(&connect4).expect("attached again");
+    assert_ne!(first, second);
+    expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "EPERM");
+
+    // A policy that cannot be applied while none is in force leaves nothing attached.
+    enf.release(11).unwrap();
+    let bad = too_many_network_rules();
+    enf.apply("armed-test", 11, &[cg.id], &bad, network_modes()).unwrap_err();
+    assert!(!enf.armed() && !connect4.exists());
+
+    // An adopting enforcer attaches at once when a policy is pinned.
+    enf.apply("armed-test", 11, &[cg.id], &ports.policy(), network_modes()).unwrap();
+    drop(enf);
+    let (mut enf, status) = Enforcer::start(&opts).unwrap();
+    assert_eq!(status.adopted, 1);
+    assert!(enf.armed());
+    expect(&ports.probe(Some(&cg.dir)), "tcp-denied", "EPERM");
+    enf.release(11).unwrap();
+    assert!(!enf.armed());
     enf.remove_all().unwrap();
 }

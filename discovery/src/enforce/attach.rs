@@ -1,6 +1,11 @@
 //! Loading and attaching the enforcement programs at start: the cgroup bookkeeping programs, the
 //! BPF-LSM hooks (kept only if the canary proves they deny, and only for domains whose every
 //! program attached), and the cgroup sock_addr fallback for the network domain where BPF-LSM is not.
+//!
+//! The programs that decide (the LSM hooks and the sock_addr fallback) run on every open, exec,
+//! capability check and connect of the whole host, for whichever task makes it. While no workload
+//! has a policy they can only find none and allow, so they are attached only while one has
+//! (`Enforcer::arm` / `disarm`): a host that only observes does not pay for them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,10 +48,45 @@ fn program_error(err: &ProgramError) -> String {
     crate::probes::first_line(err)
 }
 
+/// A program that decides per workload, attached only while some workload has a policy.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Gated {
+    /// A BPF-LSM program (already loaded for its hook).
+    Lsm(&'static str),
+    /// A cgroup sock_addr program, attached at the cgroup2 root.
+    SockAddr(&'static str),
+}
+
+impl Gated {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Gated::Lsm(n) | Gated::SockAddr(n) => n,
+        }
+    }
+
+    /// Attaches the loaded program again (after `disarm` detached it).
+    pub(super) fn attach(self, ebpf: &mut Ebpf, cgroup_mount: &std::path::Path) -> Result<FdLink, String> {
+        match self {
+            Gated::Lsm(name) => attach_lsm(ebpf, name),
+            Gated::SockAddr(name) => {
+                let root = std::fs::File::open(cgroup_mount)
+                    .map_err(|e| format!("cannot open the cgroup2 root {}: {e}", cgroup_mount.display()))?;
+                attach_sock_addr(ebpf, name, &root)
+            }
+        }
+    }
+}
+
 fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &str, hook: &str) -> Result<FdLink, String> {
     let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut Lsm = prog.try_into().map_err(|e| program_error(&e))?;
     p.load(hook, btf).map_err(|e| program_error(&e))?;
+    attach_lsm(ebpf, name)
+}
+
+fn attach_lsm(ebpf: &mut Ebpf, name: &str) -> Result<FdLink, String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut Lsm = prog.try_into().map_err(|e| program_error(&e))?;
     let id = p.attach().map_err(|e| program_error(&e))?;
     let link = p.take_link(id).map_err(|e| program_error(&e))?;
     Ok(link.into())
@@ -65,6 +105,12 @@ fn load_sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &std::fs::File) -> Result
     let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| program_error(&e))?;
     p.load().map_err(|e| program_error(&e))?;
+    attach_sock_addr(ebpf, name, cgroup)
+}
+
+fn attach_sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &std::fs::File) -> Result<FdLink, String> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| program_error(&e))?;
     // Kernels >= 5.7 attach through a bpf_link, which always runs alongside other programs
     // (BPF_LINK_CREATE takes no flags: Single means "no flags" there).
     let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(|e| program_error(&e))?;
@@ -72,17 +118,21 @@ fn load_sock_addr(ebpf: &mut Ebpf, name: &str, cgroup: &std::fs::File) -> Result
     FdLink::try_from(link).map_err(|e| format!("{name}: not an fd link: {e}"))
 }
 
+/// What `attach_programs` attached.
+pub(super) struct Attached {
+    /// Bookkeeping programs, attached for as long as the pinned state exists.
+    pub always: Vec<(&'static str, FdLink)>,
+    /// Programs that decide per workload (see the module comment), attached now.
+    pub gated: Vec<(Gated, FdLink)>,
+    /// Programs that failed to load, whose links of an earlier daemon are kept.
+    pub failed: BTreeSet<String>,
+}
+
 impl Enforcer {
-    /// Attaches every program this kernel takes and sets the status per domain. Returns the links
-    /// to pin (program name, link) and the programs that failed to load (whose links of an earlier
-    /// daemon are kept).
-    pub(super) fn attach_programs(
-        &mut self,
-        ebpf: &mut Ebpf,
-        btf: &Btf,
-        opts: &StartOptions,
-    ) -> (Vec<(&'static str, FdLink)>, BTreeSet<String>) {
+    /// Attaches every program this kernel takes and sets the status per domain.
+    pub(super) fn attach_programs(&mut self, ebpf: &mut Ebpf, btf: &Btf, opts: &StartOptions) -> Attached {
         let mut links: Vec<(&'static str, FdLink)> = Vec::new();
+        let mut gated: Vec<(Gated, FdLink)> = Vec::new();
         let mut failed: BTreeMap<Domain, String> = BTreeMap::new();
         let mut failed_programs: BTreeSet<String> = BTreeSet::new();
         // Cgroups created inside an enforced workload stay in it (every backend reads the map).
@@ -118,8 +168,11 @@ impl Enforcer {
             Ok(()) => {
                 // A domain counts only with all of its programs: the others' links are dropped
                 // (detached), so what enforces is exactly what the status says.
-                links.extend(
-                    lsm_links.into_iter().filter(|(_, d, _)| !failed.contains_key(d)).map(|(n, _, l)| (n, l)),
+                gated.extend(
+                    lsm_links
+                        .into_iter()
+                        .filter(|(_, d, _)| !failed.contains_key(d))
+                        .map(|(n, _, l)| (Gated::Lsm(n), l)),
                 );
                 for d in Domain::ALL {
                     let b = match failed.get(&d) {
@@ -146,7 +199,7 @@ impl Enforcer {
             };
             match self.sock_addr_fallback(ebpf, opts) {
                 Ok(fallback) => {
-                    links.extend(fallback);
+                    gated.extend(fallback.into_iter().map(|(n, l)| (Gated::SockAddr(n), l)));
                     self.status.network = Backend::CgroupSockAddr;
                     self.status.notes.push(format!("network: BPF-LSM not used ({lsm_reason})"));
                 }
@@ -156,7 +209,7 @@ impl Enforcer {
                 }
             }
         }
-        (links, failed_programs)
+        Attached { always: links, gated, failed: failed_programs }
     }
 
     /// Loads and attaches the cgroup sock_addr programs at the cgroup2 root, and proves they deny.

@@ -122,6 +122,8 @@ pub enum EnforceError {
     PinnedState { path: PathBuf, reason: String },
     #[error("another Stance enforcer is using the pinned state at {path}")]
     Busy { path: PathBuf },
+    #[error("cannot attach the enforcement program {program}: {reason}")]
+    Attach { program: &'static str, reason: String },
 }
 
 /// How each domain is enforced on this kernel, as the daemon reports it at start.
@@ -249,14 +251,32 @@ pub struct Enforcer {
     status: Status,
     keys: HashKeys,
     layout: PinLayout,
-    /// Links of this generation, pinned.
+    /// Links of this generation's bookkeeping programs, pinned.
     pinned: Vec<PinnedLink>,
+    /// This daemon's link generation (links/<generation>/ under the pin directory).
+    generation: u32,
+    /// The programs that decide per workload: attached (and pinned in this generation) only while
+    /// some workload has a policy, see `arm`.
+    gated: Vec<attach::Gated>,
+    /// Their links while attached.
+    armed: Option<Vec<PinnedLink>>,
+    /// cgroup2 mount (where the sock_addr fallback attaches).
+    cgroup_mount: PathBuf,
     /// Exclusive use of the pinned state while this enforcer lives.
     _lock: pin::EnforcerLock,
     policies: BTreeMap<u32, PolicyState>,
     usage: Usage,
     /// Entries whose deletion failed, retried on the next update.
     leftovers: Vec<(u32, u32, RevEntries)>,
+}
+
+/// Unpins links of this daemon; each detaches as its last reference goes.
+fn unpin_all(links: Vec<PinnedLink>) {
+    for link in links {
+        if let Err(err) = link.unpin() {
+            tracing::warn!(%err, "cannot unpin an enforcement link");
+        }
+    }
 }
 
 fn modes_from_kernel(k: [u8; 4]) -> Modes {
@@ -337,6 +357,10 @@ impl Enforcer {
             keys,
             layout,
             pinned: Vec::new(),
+            generation,
+            gated: Vec::new(),
+            armed: None,
+            cgroup_mount: opts.cgroup_mount.clone(),
             _lock: lock,
             policies: BTreeMap::new(),
             usage: Usage::default(),
@@ -352,8 +376,9 @@ impl Enforcer {
         }
         canary::remove_stale(&opts.cgroup_mount);
 
-        let (links, failed_programs) = enf.attach_programs(&mut ebpf, &btf, opts);
-        for (name, link) in links {
+        let attached = enf.attach_programs(&mut ebpf, &btf, opts);
+        let failed_programs = attached.failed;
+        for (name, link) in attached.always {
             match enf.layout.pin_link(generation, name, link) {
                 Ok(p) => enf.pinned.push(p),
                 Err(e) => {
@@ -361,6 +386,27 @@ impl Enforcer {
                     enf.status.notes.push(format!("{name}: {e}; it is not attached"));
                 }
             }
+        }
+        enf.gated = attached.gated.iter().map(|(g, _)| *g).collect();
+        if enf.policies.is_empty() {
+            // Nothing to decide for: the links the canary proved are dropped (detached) until the
+            // first policy arrives.
+            drop(attached.gated);
+            if !enf.gated.is_empty() {
+                enf.status.notes.push(
+                    "the deciding programs wait, loaded but not attached, until a workload enters audit or enforce".into(),
+                );
+            }
+        } else {
+            // Adopted policies are enforced by this generation's programs from here on.
+            let mut armed = Vec::new();
+            for (g, link) in attached.gated {
+                match enf.layout.pin_link(generation, g.name(), link) {
+                    Ok(p) => armed.push(p),
+                    Err(e) => enf.status.notes.push(format!("{}: {e}; it is not attached", g.name())),
+                }
+            }
+            enf.armed = Some(armed);
         }
         for old in enf.layout.generations() {
             if old != generation {
@@ -420,11 +466,15 @@ impl Enforcer {
         }
         let update_err = |source| EnforceError::Update { workload: workload.to_owned(), source };
         let rev = self.next_rev().map_err(update_err)?;
+        // The programs must be attached before any cgroup points at the policy. From here on, a
+        // failure with no policy in force detaches them again.
+        self.arm()?;
         let kmodes = modes.kernel();
         let mut entries = RevEntries::default();
         if let Err(source) = self.maps.write_revision(policy_id, rev, &compiled, kmodes, &mut entries) {
             self.usage.add(&entries);
             self.delete_rev(policy_id, rev, entries);
+            self.disarm_if_idle();
             return Err(update_err(source));
         }
         self.usage.add(&entries);
@@ -443,6 +493,7 @@ impl Enforcer {
                 }
                 let _ = self.maps.grace_period();
                 self.delete_rev(policy_id, rev, entries);
+                self.disarm_if_idle();
                 return Err(update_err(source));
             }
             swapped.push((cg, prev));
@@ -554,7 +605,13 @@ impl Enforcer {
             Ok(()) => self.delete_rev(policy_id, st.rev, st.entries),
             Err(_) => self.leftovers.push((policy_id, st.rev, st.entries)),
         }
+        self.disarm_if_idle();
         Ok(())
+    }
+
+    /// Whether the deciding programs are attached now (some workload has a policy).
+    pub fn armed(&self) -> bool {
+        self.armed.is_some()
     }
 
     /// The deny / would-deny ring buffer (records: stance_verdict_event + object + exe; decode
@@ -599,6 +656,46 @@ impl Enforcer {
 
     // ---- internals ---------------------------------------------------------------------------
 
+    /// Attaches the deciding programs (and pins them in this generation) if they are not. All or
+    /// none: a domain the status reports as enforced never runs with part of its hooks.
+    fn arm(&mut self) -> Result<(), EnforceError> {
+        if self.armed.is_some() || self.gated.is_empty() {
+            return Ok(());
+        }
+        let Some(ebpf) = self._ebpf.as_mut() else {
+            // During start: the canary runs with the links attach_programs holds.
+            return Ok(());
+        };
+        let mut armed = Vec::with_capacity(self.gated.len());
+        for &g in &self.gated {
+            let pinned = g
+                .attach(ebpf, &self.cgroup_mount)
+                .map_err(|reason| EnforceError::Attach { program: g.name(), reason })
+                .and_then(|link| self.layout.pin_link(self.generation, g.name(), link));
+            match pinned {
+                Ok(p) => armed.push(p),
+                Err(e) => {
+                    unpin_all(armed);
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(programs = armed.len(), "enforcement programs attached");
+        self.armed = Some(armed);
+        Ok(())
+    }
+
+    /// Detaches the deciding programs once no workload has a policy (after the last `release`, or
+    /// an `apply` that failed before anything was in force).
+    fn disarm_if_idle(&mut self) {
+        if !self.policies.is_empty() {
+            return;
+        }
+        if let Some(armed) = self.armed.take() {
+            unpin_all(armed);
+            tracing::info!("no workload in audit or enforce: enforcement programs detached");
+        }
+    }
     fn next_rev(&mut self) -> Result<u32, aya::maps::MapError> {
         let mut meta = self.maps.meta.get(&0, 0)?;
         meta.last_rev = meta.last_rev.wrapping_add(1).max(1);

@@ -24,6 +24,7 @@ expect EPERM "denied while the driver runs" in_cg "$cg" enforce-probe open /tmp/
 echo "pinned: $(ls $PIN/links/*/ | tr '\n' ' ')"
 kill9_driver
 ok "driver killed with SIGKILL"
+expect_linked yes stance_file_open stance_bprm_check
 expect EPERM "still denied after kill -9" in_cg "$cg" enforce-probe open /tmp/rs/secret
 expect ok "still allowed outside" enforce-probe open /tmp/rs/secret
 
@@ -40,6 +41,8 @@ stop_driver
 
 stance-enforce-test release --policy-id 35 >/dev/null || fail "release failed"
 expect ok "allowed after release" in_cg "$cg" enforce-probe open /tmp/rs/secret
+# No workload has a policy any more: nothing keeps the deciding programs attached.
+expect_linked no stance_file_open stance_bprm_check
 stance-enforce-test purge >/dev/null || fail "purge failed"
 [ -e "$PIN" ] && fail "pins left after purge"
 ok "no pins left"

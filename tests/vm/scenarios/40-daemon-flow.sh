@@ -14,7 +14,9 @@
 #  4. `kill -9` of the daemon: denies still hold; a restarted daemon adopts its pins (one link
 #     generation), restores the workload, keeps enforcing, and stores the denies made while it was
 #     down as well as new ones;
-#  5. `stance mode flow observe` releases the workload: the forbidden actions succeed.
+#  5. `stance mode flow observe` releases the workload: the forbidden actions succeed, and with no
+#     workload left in audit or enforce the deciding programs are detached (attached again by the
+#     next enforce, which denies again).
 # The bypass variants (symlink, hardlink, openat2, io_uring, execveat, memfd, mapped IPv6, long
 # paths) are covered by 30-37 with the enforcement driver.
 #
@@ -45,12 +47,16 @@ echo "== 1. observe"
 start_daemon
 expect_daemon_line "^  enforcement file: bpf-lsm"
 expect_daemon_line "^  control: listening on "
+# Nothing is in audit or enforce: the deciding programs are loaded (the canary proved them) but not
+# attached, so no open, exec, capability check or connect of the host runs them.
+expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
 wait_graph $W $D/a $D/b $D/out $D/helper "$FW" 127.0.0.1:8040/tcp 127.0.0.1:8042/udp
 
 echo "== 2. audit"
 mode $W audit
+expect_linked yes stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086
 run_inside $W 0 $NORMAL read $D/new
 # The new read is the workload's last action, and verdicts are stored in order: once it is there,
@@ -126,6 +132,14 @@ expect_action $W ok exec /bin/sh
 expect_action $W ok connect 127.0.0.1:8041
 expect_action $W ok sendto 127.0.0.2:8042
 expect_action $W ok raw
+# The last workload left: the programs are detached, and attached again by the next enforce.
+expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
+mode $W enforce
+expect_linked yes stance_file_open stance_bprm_check stance_capable stance_socket_connect
+expect_action $W EPERM read $D/secret
+mode $W observe
+expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
+expect_action $W ok read $D/secret
 expect_events $W deny /tmp/flow-deny
 
 kill -TERM "$D_PID"
