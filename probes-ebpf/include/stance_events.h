@@ -128,16 +128,20 @@ struct stance_exec_body {
 	__u32 _pad;
 };
 
+#define STANCE_SYSCALL_UNKNOWN 0xffffffffU
+
 struct stance_open_body {
 	__u64 ino;
 	__u32 dev;
-	/* Flags as passed to the syscall (O_*), unless STANCE_F_ARGS_UNKNOWN. */
+	/* Flags as passed to the syscall (O_*), unless STANCE_F_ARGS_UNKNOWN; from do_filp_open, as
+	 * the kernel built them from those (with O_LARGEFILE, and only O_PATH's companions kept). */
 	__u32 open_flags;
 	/* The opened file's f_mode (FMODE_READ 1, FMODE_WRITE 2) for successful opens. */
 	__u32 fmode;
 	/* STANCE_ACC_* */
 	__u32 access;
-	/* Which syscall: __NR_open, __NR_openat, ... */
+	/* Which syscall: __NR_open, __NR_openat, ...; STANCE_SYSCALL_UNKNOWN when observed in the
+	 * kernel's open path (do_filp_open), which every open syscall and io_uring's OPENAT reach. */
 	__u32 syscall_nr;
 	__u32 _pad;
 };

@@ -550,86 +550,60 @@ static __always_inline __u32 access_from_flags(__u64 flags)
 	return acc;
 }
 
-static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs *regs)
+/* One open as a hook saw it, before the dedup check and the record. */
+struct open_seen {
+	/* The opened file; NULL when the open failed. */
+	struct file *f;
+	/* The name the caller passed: a user pointer at the syscall hooks, the kernel's copy at
+	 * do_filp_open. Read only for a failed open (recorded as unresolved). */
+	const char *name;
+	int name_is_user;
+	int have_args;
+	long dirfd;
+	__u64 flags;
+	/* 0, or -errno. */
+	long ret;
+	__u32 nr;
+	__u32 fmode;
+	__u64 ino;
+	/* The filesystem's identity in dedup keys: the superblock's address at the syscall hooks, its
+	 * device number at do_filp_open. */
+	__u64 sb;
+};
+
+/* Dedup check and record of an open, however it was hooked. */
+static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, struct open_seen *o)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->tgid == stance_tgid)
-		return 0;
-	__u64 cgroup_id = task_cgroup_id(task);
-
-	__u64 args[6] = {};
-	int have_args = user_args(task, regs, nr, args) == 0;
-	long dirfd = AT_FDCWD;
-	const char *uname = NULL;
-	__u64 flags = 0;
-	switch (nr) {
-	case NR_open:
-		uname = (const char *)args[0];
-		flags = args[1];
-		break;
-	case NR_openat:
-		dirfd = (int)args[0];
-		uname = (const char *)args[1];
-		flags = args[2];
-		break;
-	case NR_openat2: {
-		struct open_how_user how = {};
-		dirfd = (int)args[0];
-		uname = (const char *)args[1];
-		if (have_args && bpf_probe_read_user(&how, sizeof(how), (void *)args[2]) == 0)
-			flags = how.flags;
-		else
-			have_args = 0;
-		break;
-	}
-	case NR_creat:
-		uname = (const char *)args[0];
-		flags = O_CREAT | O_WRONLY | O_TRUNC;
-		break;
-	case NR_open_by_handle_at:
-		flags = args[2];
-		break;
-	}
-
 	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
 	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
-	__u32 access = have_args ? access_from_flags(flags) : 0;
-	struct file *f = NULL;
-	__u64 ino = 0;
-	__u32 dev = 0, fmode = 0;
+	__u32 access = o->have_args ? access_from_flags(o->flags) : 0;
 	__u32 ulen = 0;
 	__u32 zero = 0;
 	struct ustr_buf *us = NULL;
 
-	if (ret >= 0) {
-		f = fd_file(task, ret);
-		if (!f) {
-			count_loss(cgroup_id, STANCE_LOSS_READ);
-			return 0;
-		}
-		__u64 sb = 0;
-		file_quick_id(f, &fmode, &ino, &sb);
-		if (!have_args) {
-			if (fmode & FMODE_READ)
+	if (o->f) {
+		if (!o->have_args) {
+			if (o->fmode & FMODE_READ)
 				access |= STANCE_ACC_READ;
-			if (fmode & FMODE_WRITE)
+			if (o->fmode & FMODE_WRITE)
 				access |= STANCE_ACC_WRITE;
 		}
-		k.obj_a = ino;
-		k.obj_b = sb;
+		k.obj_a = o->ino;
+		k.obj_b = o->sb;
 	} else {
-		if (!have_args || !uname)
+		if (!o->have_args || !o->name)
 			return 0;
 		us = bpf_map_lookup_elem(&ustr_scratch, &zero);
 		if (!us)
 			return 0;
-		long n = bpf_probe_read_user_str(us->buf, sizeof(us->buf), uname);
+		long n = o->name_is_user ? bpf_probe_read_user_str(us->buf, sizeof(us->buf), o->name)
+					 : bpf_probe_read_kernel_str(us->buf, sizeof(us->buf), o->name);
 		if (n <= 1)
 			return 0;
 		ulen = n - 1;
 		k.obj_a = hash_bytes(us->buf, ulen);
-		k.obj_b = ((__u64)(__u32)dirfd << 32) | (__u32)(-ret);
+		k.obj_b = ((__u64)(__u32)o->dirfd << 32) | (__u32)(-o->ret);
 	}
 	k.kind_bits = (STANCE_EV_OPEN << 16) | access;
 
@@ -641,21 +615,20 @@ static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs 
 	struct out_buf *out = begin(STANCE_EV_OPEN, cgroup_id, task, &b);
 	if (!out)
 		return 0;
-	out->hdr.ret = ret < 0 ? ret : 0;
+	out->hdr.ret = o->ret;
 	out->hdr.repeat = repeat;
-	if (!have_args)
+	if (!o->have_args)
 		out->hdr.flags |= STANCE_F_ARGS_UNKNOWN;
 	put_exe(&b, task);
 
 	struct stance_open_body *body = (void *)out->body;
-	if (f)
-		dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
-	body->ino = ino;
-	body->dev = dev;
-	body->open_flags = (__u32)flags;
-	body->fmode = fmode;
+	struct file *f = o->f;
+	body->ino = o->ino;
+	body->dev = f ? BPF_CORE_READ(f, f_inode, i_sb, s_dev) : 0;
+	body->open_flags = (__u32)o->flags;
+	body->fmode = o->fmode;
 	body->access = access;
-	body->syscall_nr = nr;
+	body->syscall_nr = o->nr;
 
 	if (f) {
 		out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, BPF_CORE_READ(f, f_path.dentry),
@@ -664,11 +637,62 @@ static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs 
 		out->hdr.flags |= STANCE_F_UNRESOLVED;
 		put_bytes(&b, STANCE_STR_OBJECT, us->buf, ulen, 0);
 		if (us->buf[0] != '/')
-			put_base_dir(&b, task, dirfd);
+			put_base_dir(&b, task, o->dirfd);
 	}
 	if (submit(&b, cgroup_id))
 		dedup_forget(&k);
 	return 0;
+}
+
+/* An open syscall's exit: its arguments from the saved registers, the file from the fd table. */
+static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs *regs)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->tgid == stance_tgid)
+		return 0;
+	__u64 cgroup_id = task_cgroup_id(task);
+
+	__u64 args[6] = {};
+	struct open_seen o = { .dirfd = AT_FDCWD, .name_is_user = 1, .nr = nr, .ret = ret < 0 ? ret : 0 };
+	o.have_args = user_args(task, regs, nr, args) == 0;
+	switch (nr) {
+	case NR_open:
+		o.name = (const char *)args[0];
+		o.flags = args[1];
+		break;
+	case NR_openat:
+		o.dirfd = (int)args[0];
+		o.name = (const char *)args[1];
+		o.flags = args[2];
+		break;
+	case NR_openat2: {
+		struct open_how_user how = {};
+		o.dirfd = (int)args[0];
+		o.name = (const char *)args[1];
+		if (o.have_args && bpf_probe_read_user(&how, sizeof(how), (void *)args[2]) == 0)
+			o.flags = how.flags;
+		else
+			o.have_args = 0;
+		break;
+	}
+	case NR_creat:
+		o.name = (const char *)args[0];
+		o.flags = O_CREAT | O_WRONLY | O_TRUNC;
+		break;
+	case NR_open_by_handle_at:
+		o.flags = args[2];
+		break;
+	}
+
+	if (ret >= 0) {
+		o.f = fd_file(task, ret);
+		if (!o.f) {
+			count_loss(cgroup_id, STANCE_LOSS_READ);
+			return 0;
+		}
+		file_quick_id(o.f, &o.fmode, &o.ino, &o.sb);
+	}
+	return emit_open(task, cgroup_id, &o);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
@@ -731,6 +755,61 @@ SEC("fexit/__x64_sys_open_by_handle_at")
 int BPF_PROG(stance_fx_open_by_handle_at, const struct pt_regs *regs, long ret)
 {
 	return on_open_exit(ret, NR_open_by_handle_at, regs);
+}
+
+/*
+ * Where fexit loads, every path open of a process reaches the kernel's do_filp_open: open, openat,
+ * openat2 and creat, their 32-bit variants, and io_uring's OPENAT/OPENAT2 (run by the process's own
+ * io-wq workers), which no syscall hook sees. Its arguments and result are kernel objects, read by
+ * plain loads: the flags as the kernel built them (O_* with the access mode, O_CREAT, O_TRUNC,
+ * O_PATH kept), the opened file, or, for a failed open, the kernel's copy of the name. Opens the
+ * kernel makes to exec a binary (__FMODE_EXEC) are the exec family's; kernel threads are skipped.
+ * open_by_handle_at does not come here (stance_fx_open_by_handle_at covers it).
+ */
+#define PF_KTHREAD 0x00200000
+#define __FMODE_EXEC 0x20
+#define MAX_ERRNO 4095
+#define EAGAIN 11
+#define LOOKUP_CACHED 0x200000
+
+SEC("fexit/do_filp_open")
+int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const struct open_flags *op,
+	     struct file *ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->tgid == stance_tgid || (task->flags & PF_KTHREAD))
+		return 0;
+	__u32 open_flag = op->open_flag;
+	if (open_flag & __FMODE_EXEC)
+		return 0;
+	__u64 cgroup_id = task_cgroup_id(task);
+
+	struct open_seen o = { .dirfd = dfd, .flags = open_flag, .have_args = 1, .nr = STANCE_SYSCALL_UNKNOWN };
+	/* A failed open returns ERR_PTR(-errno). The verifier types the result as a file pointer and
+	 * refuses arithmetic on it, so the errno is read as a number from the argument slot. */
+	if ((unsigned long)ret >= (unsigned long)-MAX_ERRNO) {
+		long err = 0;
+		bpf_probe_read_kernel(&err, sizeof(err), &ctx[3]);
+		/* io_uring first tries a lookup from the dentry cache only, without blocking; its
+		 * EAGAIN is not the open's outcome: the retry that follows is. */
+		if (err == -EAGAIN && (op->lookup_flags & LOOKUP_CACHED))
+			return 0;
+		o.ret = err;
+		o.name = pathname->name;
+	} else if (ret) {
+		o.f = ret;
+		o.fmode = ret->f_mode;
+		struct inode *inode = ret->f_inode;
+		if (inode) {
+			o.ino = inode->i_ino;
+			/* The filesystem's identity in the dedup key: its device number (a pointer would
+			 * stay a pointer to the verifier, and the key is hashed). */
+			o.sb = inode->i_sb->s_dev;
+		}
+	} else {
+		return 0;
+	}
+	return emit_open(task, cgroup_id, &o);
 }
 
 /* ---- connect and datagram sends --------------------------------------------------------------- */

@@ -9,6 +9,7 @@ pub const STANCE_UNIX_PATH_MAX: u32 = 108;
 pub const STANCE_BODY_SIZE: u32 = 32;
 pub const STANCE_DATA_MAX: u32 = 13312;
 pub const STANCE_NSTR: u32 = 4;
+pub const STANCE_SYSCALL_UNKNOWN: u32 = 4294967295;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u16 = ::core::ffi::c_ushort;
 pub type __s32 = ::core::ffi::c_int;

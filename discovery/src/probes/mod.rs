@@ -136,6 +136,18 @@ struct Hook {
     strict: bool,
 }
 
+impl Hook {
+    /// The hook's name in the start-up report: its first program's kind, and for opens hooked in
+    /// the kernel's open path, that too (only that hook sees io_uring's opens).
+    fn label(&self) -> &'static str {
+        match self.programs.first() {
+            Some((_, Attach::FExit("do_filp_open"))) => "fexit, do_filp_open",
+            Some((_, how)) => how.label(),
+            None => "none",
+        }
+    }
+}
+
 /// A probe family: the programs that observe one kind of behaviour, as alternative hooks in
 /// order of preference (the first the kernel takes is used, and only that one).
 struct Family {
@@ -164,6 +176,15 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "file opens",
         hooks: &[
+            // The kernel's open path: every open syscall, 32-bit ones and io_uring's OPENAT, by
+            // kernel objects; open_by_handle_at does not pass through it.
+            Hook {
+                programs: &[
+                    ("stance_fx_filp_open", Attach::FExit("do_filp_open")),
+                    ("stance_fx_open_by_handle_at", Attach::FExit("__x64_sys_open_by_handle_at")),
+                ],
+                strict: true,
+            },
             Hook {
                 programs: &[
                     ("stance_fx_open", Attach::FExit("__x64_sys_open")),
@@ -366,7 +387,7 @@ fn attach_family(ebpf: &mut Ebpf, btf: &Btf, family: &Family) -> FamilyStatus {
                 }
             }
         }
-        let label = hook.programs.first().map_or("none", |(_, how)| how.label());
+        let label = hook.label();
         if !attached.is_empty() && (failed.is_empty() || !hook.strict) {
             st.hook = Some(label);
             st.attached = attached;
