@@ -396,6 +396,20 @@ mod tests {
         assert!(a.take_window().is_empty());
     }
 
+    /// A read open by /bin/x with these record flags.
+    fn flagged_open(cgroup_id: u64, flags: u32, path: &[u8]) -> Vec<u8> {
+        let body = abi::stance_open_body { access: 1, ..Default::default() };
+        encode::record(
+            abi::STANCE_EV_OPEN,
+            cgroup_id,
+            1,
+            flags,
+            0,
+            encode::as_bytes(&body),
+            [b"/bin/x", path, b"", b""],
+        )
+    }
+
     fn keyed(mut rec: Vec<u8>, obj: u64) -> (Vec<u8>, DedupKey) {
         let key = abi::stance_dedup_key {
             cgroup_id: 9,
@@ -442,27 +456,8 @@ mod tests {
     #[test]
     fn repeats_of_truncated_and_anonymous_opens_stay_what_the_record_was() {
         let mut a = agg();
-        let body = abi::stance_open_body { access: 1, ..Default::default() };
-        let trunc = encode::record(
-            abi::STANCE_EV_OPEN,
-            9,
-            1,
-            abi::STANCE_F_PATH_TRUNC,
-            0,
-            encode::as_bytes(&body),
-            [b"/bin/x", b"/a/b/c", b"", b""],
-        );
-        let (trunc, trunc_key) = keyed(trunc, 1);
-        let anon = encode::record(
-            abi::STANCE_EV_OPEN,
-            9,
-            1,
-            abi::STANCE_F_ANON,
-            0,
-            encode::as_bytes(&body),
-            [b"/bin/x", b"/pipe:[1]", b"", b""],
-        );
-        let (anon, anon_key) = keyed(anon, 2);
+        let (trunc, trunc_key) = keyed(flagged_open(9, abi::STANCE_F_PATH_TRUNC, b"/a/b/c"), 1);
+        let (anon, anon_key) = keyed(flagged_open(9, abi::STANCE_F_ANON, b"/pipe:[1]"), 2);
         let mut ev = decode(&trunc).unwrap();
         ev.repeat = 2;
         a.ingest(ev);
@@ -477,17 +472,7 @@ mod tests {
     #[test]
     fn truncated_paths_are_losses_not_files() {
         let mut a = agg();
-        let body = abi::stance_open_body { access: 1, ..Default::default() };
-        let rec = encode::record(
-            abi::STANCE_EV_OPEN,
-            3,
-            1,
-            abi::STANCE_F_PATH_TRUNC,
-            0,
-            encode::as_bytes(&body),
-            [b"/bin/x", b"/a/b/c", b"", b""],
-        );
-        a.ingest(decode(&rec).unwrap());
+        a.ingest(decode(&flagged_open(3, abi::STANCE_F_PATH_TRUNC, b"/a/b/c")).unwrap());
         let w = a.take_window();
         assert!(w.edges.is_empty());
         assert_eq!(w.losses.get(&(Some(3), LossReason::PathTruncated)), Some(&1));
