@@ -369,6 +369,14 @@ static __always_inline int dedup_pass(const struct stance_dedup_key *k, __u32 *r
 	return 1;
 }
 
+/* The key goes out with the record, so that what the kernel still holds for it at a clean stop can
+ * be attributed. With dedup off nothing is ever held, and the key stays zero (no key). */
+static __always_inline void put_dedup_key(struct out_buf *out, const struct stance_dedup_key *k)
+{
+	if (dedup_window_jiffies)
+		out->hdr.dedup = *k;
+}
+
 /* The record could not be delivered: let the next occurrence try again rather than be suppressed.
  * (Its suppressed count went out with nothing: that record is counted as a ring-buffer loss.) */
 static __always_inline void dedup_forget(const struct stance_dedup_key *k)
@@ -640,7 +648,7 @@ static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs 
 		return 0;
 	out->hdr.ret = ret < 0 ? ret : 0;
 	out->hdr.repeat = repeat;
-	out->hdr.dedup = k;
+	put_dedup_key(out, &k);
 	if (!have_args)
 		out->hdr.flags |= STANCE_F_ARGS_UNKNOWN;
 	put_exe(&b, task);
@@ -860,7 +868,7 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		return 0;
 	out->hdr.ret = ret < 0 ? ret : 0;
 	out->hdr.repeat = repeat;
-	out->hdr.dedup = k;
+	put_dedup_key(out, &k);
 	put_exe(&b, task);
 	if (sock)
 		nb.protocol = BPF_CORE_READ(sock, sk, sk_protocol);
@@ -1102,7 +1110,7 @@ static __always_inline int on_capable(struct user_namespace *ns, int cap, unsign
 	if (!out)
 		return 0;
 	out->hdr.repeat = repeat;
-	out->hdr.dedup = k;
+	put_dedup_key(out, &k);
 	if (level > 0)
 		out->hdr.flags |= STANCE_F_CHILD_USERNS;
 	struct stance_cap_body *body = (void *)out->body;

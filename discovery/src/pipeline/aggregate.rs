@@ -110,6 +110,7 @@ impl Aggregator {
     }
 
     pub fn take_window(&mut self) -> Window {
+        self.owners.start_window();
         std::mem::take(&mut self.window)
     }
 

@@ -6,7 +6,7 @@
 //! saw (its record was lost on the way), has no known edge: its count becomes an
 //! `unattributed-repeats` loss of its cgroup, never a silent drop.
 
-use std::num::NonZeroUsize;
+use std::{collections::HashSet, num::NonZeroUsize};
 
 use lru::LruCache;
 
@@ -37,16 +37,39 @@ pub enum Attribution<'a> {
 /// Dedup key → owner of its last emitted record, least recently emitted out first.
 pub struct KeyOwners {
     owners: LruCache<DedupKey, KeyOwner>,
+    /// Keys already noted since the aggregator's window began. Noting one again would only move
+    /// it to the front of the LRU (a walk through scattered nodes and the edge's strings, several
+    /// cache misses an event where the pipeline replays a hot key at full rate); a contiguous set
+    /// answers in one probe. A key that changes edge within one window (the same inode reached by
+    /// another hard link) keeps the first one: an edge of the same object either way.
+    noted: HashSet<DedupKey>,
 }
 
 impl KeyOwners {
     pub fn new(capacity: NonZeroUsize) -> Self {
-        KeyOwners { owners: LruCache::new(capacity) }
+        KeyOwners { owners: LruCache::new(capacity), noted: HashSet::new() }
+    }
+
+    /// A new window: every key is noted again at its first record.
+    pub fn start_window(&mut self) {
+        self.noted.clear();
+    }
+
+    /// Whether the key still has to be noted in this window (and from now on, that it has been).
+    fn first_in_window(&mut self, key: DedupKey) -> bool {
+        // Bounded like the LRU itself, whatever the window's size.
+        if self.noted.len() >= self.owners.cap().get() {
+            self.noted.clear();
+        }
+        self.noted.insert(key)
     }
 
     /// Notes the edge a record emitted under `key` became. The edge is cloned only when it differs
     /// from the one already noted (a key keeps its edge in steady repeated behaviour).
     pub fn note_edge(&mut self, key: DedupKey, edge: &PendingEdge, at: i64) {
+        if !self.first_in_window(key) {
+            return;
+        }
         if let Some(KeyOwner::Edge { edge: held, at: held_at }) = self.owners.get_mut(&key) {
             if held == edge {
                 *held_at = at;
@@ -58,7 +81,9 @@ impl KeyOwners {
 
     /// Notes an owner that is not an edge.
     pub fn note(&mut self, key: DedupKey, owner: KeyOwner) {
-        self.owners.put(key, owner);
+        if self.first_in_window(key) {
+            self.owners.put(key, owner);
+        }
     }
 
     /// Where the repeats held for `key` belong; an unknown key is an `unattributed-repeats` loss of
@@ -110,10 +135,15 @@ mod tests {
         let mut o = owners(4);
         o.note_edge(key(1), &edge("/etc/a"), 10);
         assert_eq!(o.attribute(&key(1)), Attribution::Edge { edge: &edge("/etc/a"), at: 10 });
-        // Same edge again: only the time moves.
+        // Within one window a key is noted once.
+        o.note_edge(key(1), &edge("/etc/b"), 15);
+        assert_eq!(o.attribute(&key(1)), Attribution::Edge { edge: &edge("/etc/a"), at: 10 });
+        // Same edge in a later window: only the time moves.
+        o.start_window();
         o.note_edge(key(1), &edge("/etc/a"), 20);
         assert_eq!(o.attribute(&key(1)), Attribution::Edge { edge: &edge("/etc/a"), at: 20 });
-        // The same object reached by another name (a hard link): the latest edge wins.
+        // The same object reached by another name (a hard link): the latest window's edge wins.
+        o.start_window();
         o.note_edge(key(1), &edge("/etc/b"), 30);
         assert_eq!(o.attribute(&key(1)), Attribution::Edge { edge: &edge("/etc/b"), at: 30 });
         assert_eq!(o.len(), 1);
@@ -125,7 +155,8 @@ mod tests {
         o.note_edge(key(1), &edge("/1"), 1);
         o.note_edge(key(2), &edge("/2"), 2);
         o.note_edge(key(3), &edge("/3"), 3);
-        // Key 1 emits again: now key 2 is the least recently emitted.
+        // Key 1 emits again in a later window: now key 2 is the least recently emitted.
+        o.start_window();
         o.note_edge(key(1), &edge("/1"), 4);
         o.note_edge(key(4), &edge("/4"), 5);
         assert_eq!(o.len(), 3);
