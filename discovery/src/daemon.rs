@@ -9,7 +9,7 @@ use std::{
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::{
@@ -82,6 +82,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let ringbuf = probes.take_ringbuf()?;
     let kernel_losses = probes.take_loss_counters()?;
+    let dedup_maps = probes.take_dedup_maps()?;
 
     // Workloads that were running before the daemon: every cgroup and every running executable.
     let mut resolver = Resolver::new(mount.clone());
@@ -189,6 +190,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let (ev_tx, ev_rx) = mpsc::channel(cfg.queue_capacity);
     let (win_tx, win_rx) = mpsc::channel(2);
+    let (held_tx, held_rx) = oneshot::channel();
     let losses = Arc::new(pipeline::ReaderLosses::default());
     let resolution = Arc::new(Mutex::new(Resolution::new(resolver, Some(kernel_losses))));
 
@@ -200,6 +202,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         win_tx,
         cfg.flush_interval,
         cfg.max_pending_edges,
+        held_rx,
     ));
     let mut writer = tokio::spawn(pipeline::run_writer(win_rx, store, resolution, seen_tx));
 
@@ -222,6 +225,20 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(probes);
     let _ = stop_tx.send(true);
     reader.await.map_err(pipeline::PipelineError::Join)??;
+    // Every record is in the aggregator's queue now, so it knows every key that was emitted; the
+    // repeats the kernel suppressed since each key's last record go to the last window with them.
+    // The drain above has given any program still running at detach time far longer than it takes
+    // to finish, so the maps no longer change.
+    match tokio::task::block_in_place(|| dedup_maps.held_repeats()) {
+        Ok(held) => {
+            let total: u64 = held.values().sum();
+            info!(keys = held.len(), repeats = total, "adding the repeats the kernel still held");
+            let _ = held_tx.send(held);
+        }
+        Err(e) => {
+            warn!(error = %one_line(&e), "cannot read the repeats the kernel still held; they are not counted")
+        }
+    }
     aggregator.await.map_err(pipeline::PipelineError::Join)?;
     let store = writer.await.map_err(pipeline::PipelineError::Join)??;
     // The control server stopped with the others; once the writer has dropped its sender, the actor

@@ -140,16 +140,21 @@ pub enum LossReason {
     ReadFailed,
     /// An event from the kernel could not be decoded.
     Malformed,
+    /// Repeats the kernel still held at a clean stop for a key whose emitted record never reached
+    /// the graph (it was itself lost, or was forgotten after too many other keys), so no edge to
+    /// add them to is known.
+    UnattributedRepeats,
 }
 
 impl LossReason {
-    pub const ALL: [LossReason; 6] = [
+    pub const ALL: [LossReason; 7] = [
         LossReason::RingbufFull,
         LossReason::QueueFull,
         LossReason::PathTruncated,
         LossReason::ArgvTruncated,
         LossReason::ReadFailed,
         LossReason::Malformed,
+        LossReason::UnattributedRepeats,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -160,6 +165,7 @@ impl LossReason {
             LossReason::ArgvTruncated => "argv-truncated",
             LossReason::ReadFailed => "read-failed",
             LossReason::Malformed => "malformed",
+            LossReason::UnattributedRepeats => "unattributed-repeats",
         }
     }
 

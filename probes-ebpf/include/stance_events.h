@@ -27,6 +27,10 @@
 /* Room for the strings of one record: exe path, object path, a second path, argv. */
 #define STANCE_DATA_MAX (3 * STANCE_PATH_MAX + STANCE_ARGV_MAX)
 #define STANCE_NSTR 4
+/* Keys the per-CPU dedup LRU holds (map dedup), and slots of the per-CPU cache in front of it
+ * (map dedup_cache). Userspace sizes its map from dedup key to edge from these. */
+#define STANCE_DEDUP_ENTRIES 16384
+#define STANCE_DEDUP_SLOTS 256
 
 enum stance_event_kind {
 	STANCE_EV_EXEC = 1,
@@ -95,6 +99,42 @@ enum stance_access {
 	STANCE_ACC_TRUNC = 1 << 3,
 };
 
+/*
+ * Key of the kernel's per-CPU dedup cache and LRU: what makes two events repeats of one another.
+ * Every record that passed a dedup check carries its key (header.dedup), so userspace can tell
+ * which edge a count the kernel still holds belongs to when the daemon stops.
+ */
+struct stance_dedup_key {
+	__u64 cgroup_id;
+	/* The object, in a form only the kernel side needs to understand (inode and superblock,
+	 * address words, a hash of a name): userspace compares keys, it never interprets them. */
+	__u64 obj_a;
+	__u64 obj_b;
+	__u64 exe_ino;
+	__u32 exe_dev;
+	/* kind << 16 | access bits (opens, capabilities), kind << 24 | socket type << 16 | errno
+	 * (network). Never 0 in a real key, so 0 marks a record that passed no dedup check. */
+	__u32 kind_bits;
+};
+
+/* Value of the dedup LRU: when the key was last emitted, in jiffies, and how many repeats were
+ * suppressed since. */
+struct stance_dedup_val {
+	__u64 last_emit;
+	__u32 suppressed;
+	__u32 _pad;
+};
+
+/* One slot of the per-CPU direct-mapped cache in front of the LRU (map dedup_cache). While a key
+ * sits in a slot, the slot holds its state on that CPU and the LRU's value for it on that CPU is
+ * stale. A slot whose key.kind_bits is 0 holds no key. */
+struct stance_dedup_slot {
+	struct stance_dedup_key key;
+	__u64 last_emit;
+	__u32 suppressed;
+	__u32 _pad;
+};
+
 struct stance_event_header {
 	/* CLOCK_BOOTTIME, ns. */
 	__u64 ts_ns;
@@ -117,6 +157,9 @@ struct stance_event_header {
 	__u16 len[STANCE_NSTR];
 	char comm[STANCE_COMM_LEN];
 	__u32 _pad;
+	/* The dedup key this record passed (open, connect, send, capable); all zero for kinds that
+	 * are never suppressed. */
+	struct stance_dedup_key dedup;
 };
 
 struct stance_exec_body {
@@ -183,25 +226,6 @@ struct stance_cgroup_body {
 	__s32 hierarchy_id;
 	__s32 level;
 	__u32 _pad[4];
-};
-
-/* Key of the kernel's per-CPU dedup cache and LRU. */
-struct stance_dedup_key {
-	__u64 cgroup_id;
-	__u64 obj_a;
-	__u64 obj_b;
-	__u64 exe_ino;
-	__u32 exe_dev;
-	/* kind << 16 | access bits or socket type */
-	__u32 kind_bits;
-};
-
-/* Value of the dedup LRU (and state of a per-CPU cache slot): when the key was last emitted, in
- * jiffies, and how many repeats were suppressed since. */
-struct stance_dedup_val {
-	__u64 last_emit;
-	__u32 suppressed;
-	__u32 _pad;
 };
 
 /* Value of map cgroup_losses: per-cgroup loss counters, indexed by enum stance_loss_reason. */

@@ -105,7 +105,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, STANCE_DEDUP_ENTRIES);
 	__type(key, struct stance_dedup_key);
 	__type(value, struct stance_dedup_val);
 } dedup SEC(".maps");
@@ -254,6 +254,7 @@ static __always_inline struct out_buf *begin(__u32 kind, __u64 cgroup_id, struct
 	out->hdr.len[2] = 0;
 	out->hdr.len[3] = 0;
 	out->hdr._pad = 0;
+	__builtin_memset(&out->hdr.dedup, 0, sizeof(out->hdr.dedup));
 	bpf_get_current_comm(out->hdr.comm, sizeof(out->hdr.comm));
 	__builtin_memset(out->body, 0, sizeof(out->body));
 	b->out = out;
@@ -303,28 +304,24 @@ static __always_inline int submit(struct builder *b, __u64 cgroup_id)
  * that hits costs an array lookup and a compare instead of hashing the key into the LRU. The cache
  * writes back: a key pushed out of its slot by another takes its window start and suppressed count
  * to the LRU hash, and a key moving into its slot takes them from there, so no count is dropped on
- * the way (an entry the LRU itself evicts loses its count, as it did before the cache). The count
- * reaches userspace as the `repeat` of the key's next emitted record.
+ * the way. The count reaches userspace as the `repeat` of the key's next emitted record.
+ *
+ * At a clean stop there is no next record: once the programs are detached, the daemon reads every
+ * slot and every LRU entry on every CPU and adds the counts still held to the edges their keys
+ * were last emitted as (each emitted record carries its key for that; this path does no more work
+ * for it). Counts of entries the LRU evicted while the daemon ran are lost and cannot be seen.
  *
  * Both are per CPU and unlocked: a program on another CPU never sees this CPU's state. The
  * programs that use them run with migration disabled, and on kernels without in-kernel preemption
  * (Debian's default) one program finishes before the next starts on the same CPU.
  */
-#define DEDUP_SLOTS 256
-
-struct dedup_slot {
-	/* kind_bits is never 0 in a real key (the kind is in it), so a zeroed slot holds no key. */
-	struct stance_dedup_key key;
-	__u64 last_emit;
-	__u32 suppressed;
-	__u32 _pad;
-};
+#define DEDUP_SLOTS STANCE_DEDUP_SLOTS
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DEDUP_SLOTS);
 	__type(key, __u32);
-	__type(value, struct dedup_slot);
+	__type(value, struct stance_dedup_slot);
 } dedup_cache SEC(".maps");
 
 static __always_inline __u32 dedup_slot_of(const struct stance_dedup_key *k)
@@ -346,7 +343,7 @@ static __always_inline int dedup_pass(const struct stance_dedup_key *k, __u32 *r
 {
 	__u64 now = bpf_jiffies64();
 	__u32 idx = dedup_slot_of(k);
-	struct dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
+	struct stance_dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
 	if (!s) {
 		*repeat = 0;
 		return 1;
@@ -372,12 +369,20 @@ static __always_inline int dedup_pass(const struct stance_dedup_key *k, __u32 *r
 	return 1;
 }
 
+/* The key goes out with the record, so that what the kernel still holds for it at a clean stop can
+ * be attributed. With dedup off nothing is ever held, and the key stays zero (no key). */
+static __always_inline void put_dedup_key(struct out_buf *out, const struct stance_dedup_key *k)
+{
+	if (dedup_window_jiffies)
+		out->hdr.dedup = *k;
+}
+
 /* The record could not be delivered: let the next occurrence try again rather than be suppressed.
  * (Its suppressed count went out with nothing: that record is counted as a ring-buffer loss.) */
 static __always_inline void dedup_forget(const struct stance_dedup_key *k)
 {
 	__u32 idx = dedup_slot_of(k);
-	struct dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
+	struct stance_dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
 	if (s && dedup_key_eq(&s->key, k))
 		s->key.kind_bits = 0;
 	bpf_map_delete_elem(&dedup, k);
@@ -617,6 +622,7 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 		return 0;
 	out->hdr.ret = o->ret;
 	out->hdr.repeat = repeat;
+	put_dedup_key(out, &k);
 	if (!o->have_args)
 		out->hdr.flags |= STANCE_F_ARGS_UNKNOWN;
 	put_exe(&b, task);
@@ -941,6 +947,7 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		return 0;
 	out->hdr.ret = ret < 0 ? ret : 0;
 	out->hdr.repeat = repeat;
+	put_dedup_key(out, &k);
 	put_exe(&b, task);
 	if (sock)
 		nb.protocol = BPF_CORE_READ(sock, sk, sk_protocol);
@@ -1182,6 +1189,7 @@ static __always_inline int on_capable(struct user_namespace *ns, int cap, unsign
 	if (!out)
 		return 0;
 	out->hdr.repeat = repeat;
+	put_dedup_key(out, &k);
 	if (level > 0)
 		out->hdr.flags |= STANCE_F_CHILD_USERNS;
 	struct stance_cap_body *body = (void *)out->body;

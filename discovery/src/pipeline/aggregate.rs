@@ -4,13 +4,15 @@
 //! a `Window` every flush interval. Cgroups stay raw ids here; turning them into workloads needs the
 //! filesystem and happens off the event path, in the writer.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, num::NonZeroUsize};
 
+use super::key_owners::{Attribution, KeyOwner, KeyOwners};
 use crate::{
     model::{EdgeKind, EdgeStats, LossReason, NodeKind, NodeRef},
     probes::{
         abi,
         decode::{Body, Destination, Event},
+        dedup::{self, DedupKey},
     },
 };
 
@@ -83,11 +85,23 @@ pub struct Aggregator {
     /// Longest argv sample kept per executable, in bytes.
     argv_bytes: usize,
     window: Window,
+    /// What each dedup key's last record became, for the repeats the kernel holds at stop.
+    owners: KeyOwners,
 }
 
 impl Aggregator {
+    /// Remembers as many dedup keys as this machine's kernel side can hold.
     pub fn new(boot_to_unix_ns: i64, argv_bytes: usize) -> Self {
-        Aggregator { boot_to_unix_ns, argv_bytes, window: Window::default() }
+        let keys = dedup::kernel_key_capacity(dedup::possible_cpus());
+        Self::with_key_capacity(
+            boot_to_unix_ns,
+            argv_bytes,
+            NonZeroUsize::new(keys).unwrap_or(NonZeroUsize::MIN),
+        )
+    }
+
+    pub fn with_key_capacity(boot_to_unix_ns: i64, argv_bytes: usize, keys: NonZeroUsize) -> Self {
+        Aggregator { boot_to_unix_ns, argv_bytes, window: Window::default(), owners: KeyOwners::new(keys) }
     }
 
     /// Distinct edges held: the pipeline flushes early when this grows past its bound.
@@ -96,11 +110,34 @@ impl Aggregator {
     }
 
     pub fn take_window(&mut self) -> Window {
+        self.owners.start_window();
         std::mem::take(&mut self.window)
     }
 
     pub fn add_loss(&mut self, cgroup_id: Option<u64>, reason: LossReason, n: u64) {
         self.window.add_loss(cgroup_id, reason, n);
+    }
+
+    /// Adds the repeats the kernel still held at a clean stop (no record will carry them now) to
+    /// the edges their keys were last emitted as; a count whose key has no known edge is a loss.
+    /// Counts only: an edge's times stay as observed.
+    pub fn add_held_repeats(&mut self, held: impl IntoIterator<Item = (DedupKey, u64)>) {
+        let w = &mut self.window;
+        for (key, n) in held {
+            if n == 0 {
+                continue;
+            }
+            match self.owners.attribute(&key) {
+                Attribution::Edge { edge, at } => match w.edges.get_mut(edge) {
+                    Some(stats) => stats.count = stats.count.saturating_add(n),
+                    None => {
+                        w.edges.insert(edge.clone(), EdgeStats { count: n, first_seen: at, last_seen: at });
+                    }
+                },
+                Attribution::Loss { cgroup_id, reason } => w.add_loss(Some(cgroup_id), reason, n),
+                Attribution::Ignored => {}
+            }
+        }
     }
 
     pub fn ingest(&mut self, ev: Event) {
@@ -173,13 +210,20 @@ impl Aggregator {
                 }
             }
             Body::Open { path, access, .. } => {
+                // The record stands for itself and the repeats it reports, and so do later ones.
                 if ev.flags & abi::STANCE_F_PATH_TRUNC != 0 {
-                    w.add_loss(Some(cg), LossReason::PathTruncated, 1);
+                    w.add_loss(Some(cg), LossReason::PathTruncated, count);
+                    if let Some(key) = ev.dedup {
+                        self.owners.note(key, KeyOwner::Loss(LossReason::PathTruncated));
+                    }
                     return;
                 }
                 // Pipes, sockets and anonymous inodes reached through /proc/self/fd are not files
                 // a policy can name.
                 if ev.flags & abi::STANCE_F_ANON != 0 {
+                    if let Some(key) = ev.dedup {
+                        self.owners.note(key, KeyOwner::Ignored);
+                    }
                     return;
                 }
                 PendingEdge {
@@ -221,6 +265,9 @@ impl Aggregator {
             }
         };
         w.active_cgroups.insert(cg, at);
+        if let Some(key) = ev.dedup {
+            self.owners.note_edge(key, &edge, at);
+        }
         let stats = EdgeStats { count, first_seen: at, last_seen: at };
         w.edges.entry(edge).and_modify(|s| s.merge(stats)).or_insert(stats);
     }
@@ -350,20 +397,83 @@ mod tests {
         assert!(a.take_window().is_empty());
     }
 
+    /// A read open by /bin/x with these record flags.
+    fn flagged_open(cgroup_id: u64, flags: u32, path: &[u8]) -> Vec<u8> {
+        let body = abi::stance_open_body { access: 1, ..Default::default() };
+        encode::record(
+            abi::STANCE_EV_OPEN,
+            cgroup_id,
+            1,
+            flags,
+            0,
+            encode::as_bytes(&body),
+            [b"/bin/x", path, b"", b""],
+        )
+    }
+
+    fn keyed(mut rec: Vec<u8>, obj: u64) -> (Vec<u8>, DedupKey) {
+        let key = abi::stance_dedup_key {
+            cgroup_id: 9,
+            obj_a: obj,
+            obj_b: 0xffff_8880_0000_1000,
+            exe_ino: 5,
+            exe_dev: 1,
+            kind_bits: abi::STANCE_EV_OPEN << 16 | abi::STANCE_ACC_READ,
+        };
+        encode::set_dedup(&mut rec, key);
+        (rec, DedupKey::from_abi(&key).unwrap())
+    }
+
+    #[test]
+    fn repeats_held_at_stop_join_the_edge_their_key_was_emitted_as() {
+        let mut a = agg();
+        let (hosts, hosts_key) =
+            keyed(encode::open(9, "/usr/bin/cat", "/etc/hosts", abi::STANCE_ACC_READ), 1);
+        let (passwd, passwd_key) =
+            keyed(encode::open(9, "/usr/bin/cat", "/etc/passwd", abi::STANCE_ACC_READ), 2);
+        a.ingest(decode(&hosts).unwrap());
+        // /etc/passwd's edge went out in an earlier window.
+        let mut ev = decode(&passwd).unwrap();
+        ev.boot_ns += 7_000;
+        a.ingest(ev);
+        let earlier = a.take_window();
+        assert_eq!(earlier.edges.len(), 2);
+        a.ingest(decode(&hosts).unwrap());
+
+        let unknown = DedupKey { obj_a: 3, ..hosts_key };
+        a.add_held_repeats([(hosts_key, 398), (passwd_key, 20), (unknown, 6), (passwd_key, 0)]);
+        let w = a.take_window();
+        let by_target =
+            |w: &Window, t: &str| w.edges.iter().find(|(k, _)| k.target.label == t).map(|(_, s)| *s).unwrap();
+        assert_eq!(by_target(&w, "/etc/hosts").count, 1 + 398);
+        let late = by_target(&w, "/etc/passwd");
+        assert_eq!(late.count, 20);
+        // A late count carries the time of the record it belongs to: nothing new was observed.
+        assert_eq!((late.first_seen, late.last_seen), (1_000 + 1_000_007_000, 1_000 + 1_000_007_000));
+        assert_eq!(w.losses.get(&(Some(9), LossReason::UnattributedRepeats)), Some(&6));
+        assert_eq!(w.losses.len(), 1);
+    }
+
+    #[test]
+    fn repeats_of_truncated_and_anonymous_opens_stay_what_the_record_was() {
+        let mut a = agg();
+        let (trunc, trunc_key) = keyed(flagged_open(9, abi::STANCE_F_PATH_TRUNC, b"/a/b/c"), 1);
+        let (anon, anon_key) = keyed(flagged_open(9, abi::STANCE_F_ANON, b"/pipe:[1]"), 2);
+        let mut ev = decode(&trunc).unwrap();
+        ev.repeat = 2;
+        a.ingest(ev);
+        a.ingest(decode(&anon).unwrap());
+        a.add_held_repeats([(trunc_key, 4), (anon_key, 50)]);
+        let w = a.take_window();
+        assert!(w.edges.is_empty());
+        assert_eq!(w.losses.get(&(Some(9), LossReason::PathTruncated)), Some(&(3 + 4)));
+        assert_eq!(w.losses.len(), 1, "an anonymous file's repeats are no loss: {:?}", w.losses);
+    }
+
     #[test]
     fn truncated_paths_are_losses_not_files() {
         let mut a = agg();
-        let body = abi::stance_open_body { access: 1, ..Default::default() };
-        let rec = encode::record(
-            abi::STANCE_EV_OPEN,
-            3,
-            1,
-            abi::STANCE_F_PATH_TRUNC,
-            0,
-            encode::as_bytes(&body),
-            [b"/bin/x", b"/a/b/c", b"", b""],
-        );
-        a.ingest(decode(&rec).unwrap());
+        a.ingest(decode(&flagged_open(3, abi::STANCE_F_PATH_TRUNC, b"/a/b/c")).unwrap());
         let w = a.take_window();
         assert!(w.edges.is_empty());
         assert_eq!(w.losses.get(&(Some(3), LossReason::PathTruncated)), Some(&1));

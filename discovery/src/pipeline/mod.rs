@@ -13,9 +13,12 @@
 //!
 //! Shutdown: the daemon detaches the programs, then tells the reader to stop; the reader drains the
 //! ring buffer with awaited sends (nothing is dropped at a clean stop), the channel closes, the
-//! aggregator flushes its last window, and the writer finishes when that window is written.
+//! aggregator takes the repeats the kernel still held (read by the daemon from the now quiescent
+//! dedup maps) into its last window and flushes it, and the writer finishes when that window is
+//! written.
 
 pub mod aggregate;
+pub mod key_owners;
 
 use std::{
     collections::HashMap,
@@ -29,7 +32,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
 };
 use tracing::{debug, error, warn};
 
@@ -39,6 +42,7 @@ use crate::{
     probes::{
         abi,
         decode::{decode, Event},
+        dedup::DedupKey,
         LossCounters,
     },
     store::Store,
@@ -159,6 +163,8 @@ pub async fn run_reader(
 }
 
 /// Folds events into windows; flushes every `every`, or early when `max_pending` edges are held.
+/// Once the events end, the repeats the kernel still held (`held`, sent once the reader is done;
+/// nothing when the sender goes without sending) join the last window.
 pub async fn run_aggregator(
     mut rx: mpsc::Receiver<Event>,
     mut agg: Aggregator,
@@ -166,6 +172,7 @@ pub async fn run_aggregator(
     windows: mpsc::Sender<Window>,
     every: Duration,
     max_pending: usize,
+    held: oneshot::Receiver<HashMap<DedupKey, u64>>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,6 +201,9 @@ pub async fn run_aggregator(
                 }
             }
         }
+    }
+    if let Ok(held) = held.await {
+        agg.add_held_repeats(held);
     }
     losses.drain_into(&mut agg);
     let w = agg.take_window();

@@ -12,6 +12,12 @@ include!("abi_generated.rs");
 // SAFETY: plain C structs of integers and byte arrays, no padding that carries meaning, valid for
 // any bit pattern — what aya's Pod requires for map keys and values.
 unsafe impl aya::Pod for stance_losses {}
+// SAFETY: as above.
+unsafe impl aya::Pod for stance_dedup_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for stance_dedup_val {}
+// SAFETY: as above.
+unsafe impl aya::Pod for stance_dedup_slot {}
 
 /// Size of the fixed part of every record: header plus the reserved body.
 pub const FIXED_LEN: usize = core::mem::size_of::<stance_event_header>() + STANCE_BODY_SIZE as usize;

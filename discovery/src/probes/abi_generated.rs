@@ -9,6 +9,8 @@ pub const STANCE_UNIX_PATH_MAX: u32 = 108;
 pub const STANCE_BODY_SIZE: u32 = 32;
 pub const STANCE_DATA_MAX: u32 = 13312;
 pub const STANCE_NSTR: u32 = 4;
+pub const STANCE_DEDUP_ENTRIES: u32 = 16384;
+pub const STANCE_DEDUP_SLOTS: u32 = 256;
 pub const STANCE_SYSCALL_UNKNOWN: u32 = 4294967295;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u16 = ::core::ffi::c_ushort;
@@ -52,6 +54,67 @@ pub const STANCE_ACC_TRUNC: stance_access = 8;
 pub type stance_access = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct stance_dedup_key {
+    pub cgroup_id: __u64,
+    pub obj_a: __u64,
+    pub obj_b: __u64,
+    pub exe_ino: __u64,
+    pub exe_dev: __u32,
+    pub kind_bits: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of stance_dedup_key"][::core::mem::size_of::<stance_dedup_key>() - 40usize];
+    ["Alignment of stance_dedup_key"][::core::mem::align_of::<stance_dedup_key>() - 8usize];
+    ["Offset of field: stance_dedup_key::cgroup_id"]
+        [::core::mem::offset_of!(stance_dedup_key, cgroup_id) - 0usize];
+    ["Offset of field: stance_dedup_key::obj_a"][::core::mem::offset_of!(stance_dedup_key, obj_a) - 8usize];
+    ["Offset of field: stance_dedup_key::obj_b"][::core::mem::offset_of!(stance_dedup_key, obj_b) - 16usize];
+    ["Offset of field: stance_dedup_key::exe_ino"]
+        [::core::mem::offset_of!(stance_dedup_key, exe_ino) - 24usize];
+    ["Offset of field: stance_dedup_key::exe_dev"]
+        [::core::mem::offset_of!(stance_dedup_key, exe_dev) - 32usize];
+    ["Offset of field: stance_dedup_key::kind_bits"]
+        [::core::mem::offset_of!(stance_dedup_key, kind_bits) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct stance_dedup_val {
+    pub last_emit: __u64,
+    pub suppressed: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of stance_dedup_val"][::core::mem::size_of::<stance_dedup_val>() - 16usize];
+    ["Alignment of stance_dedup_val"][::core::mem::align_of::<stance_dedup_val>() - 8usize];
+    ["Offset of field: stance_dedup_val::last_emit"]
+        [::core::mem::offset_of!(stance_dedup_val, last_emit) - 0usize];
+    ["Offset of field: stance_dedup_val::suppressed"]
+        [::core::mem::offset_of!(stance_dedup_val, suppressed) - 8usize];
+    ["Offset of field: stance_dedup_val::_pad"][::core::mem::offset_of!(stance_dedup_val, _pad) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct stance_dedup_slot {
+    pub key: stance_dedup_key,
+    pub last_emit: __u64,
+    pub suppressed: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of stance_dedup_slot"][::core::mem::size_of::<stance_dedup_slot>() - 56usize];
+    ["Alignment of stance_dedup_slot"][::core::mem::align_of::<stance_dedup_slot>() - 8usize];
+    ["Offset of field: stance_dedup_slot::key"][::core::mem::offset_of!(stance_dedup_slot, key) - 0usize];
+    ["Offset of field: stance_dedup_slot::last_emit"]
+        [::core::mem::offset_of!(stance_dedup_slot, last_emit) - 40usize];
+    ["Offset of field: stance_dedup_slot::suppressed"]
+        [::core::mem::offset_of!(stance_dedup_slot, suppressed) - 48usize];
+    ["Offset of field: stance_dedup_slot::_pad"][::core::mem::offset_of!(stance_dedup_slot, _pad) - 52usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct stance_event_header {
     pub ts_ns: __u64,
     pub cgroup_id: __u64,
@@ -68,10 +131,11 @@ pub struct stance_event_header {
     pub len: [__u16; 4usize],
     pub comm: [::core::ffi::c_char; 16usize],
     pub _pad: __u32,
+    pub dedup: stance_dedup_key,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of stance_event_header"][::core::mem::size_of::<stance_event_header>() - 88usize];
+    ["Size of stance_event_header"][::core::mem::size_of::<stance_event_header>() - 128usize];
     ["Alignment of stance_event_header"][::core::mem::align_of::<stance_event_header>() - 8usize];
     ["Offset of field: stance_event_header::ts_ns"]
         [::core::mem::offset_of!(stance_event_header, ts_ns) - 0usize];
@@ -103,6 +167,8 @@ const _: () = {
         [::core::mem::offset_of!(stance_event_header, comm) - 68usize];
     ["Offset of field: stance_event_header::_pad"]
         [::core::mem::offset_of!(stance_event_header, _pad) - 84usize];
+    ["Offset of field: stance_event_header::dedup"]
+        [::core::mem::offset_of!(stance_event_header, dedup) - 88usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -236,48 +302,6 @@ const _: () = {
         [::core::mem::offset_of!(stance_cgroup_body, level) - 12usize];
     ["Offset of field: stance_cgroup_body::_pad"]
         [::core::mem::offset_of!(stance_cgroup_body, _pad) - 16usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
-pub struct stance_dedup_key {
-    pub cgroup_id: __u64,
-    pub obj_a: __u64,
-    pub obj_b: __u64,
-    pub exe_ino: __u64,
-    pub exe_dev: __u32,
-    pub kind_bits: __u32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of stance_dedup_key"][::core::mem::size_of::<stance_dedup_key>() - 40usize];
-    ["Alignment of stance_dedup_key"][::core::mem::align_of::<stance_dedup_key>() - 8usize];
-    ["Offset of field: stance_dedup_key::cgroup_id"]
-        [::core::mem::offset_of!(stance_dedup_key, cgroup_id) - 0usize];
-    ["Offset of field: stance_dedup_key::obj_a"][::core::mem::offset_of!(stance_dedup_key, obj_a) - 8usize];
-    ["Offset of field: stance_dedup_key::obj_b"][::core::mem::offset_of!(stance_dedup_key, obj_b) - 16usize];
-    ["Offset of field: stance_dedup_key::exe_ino"]
-        [::core::mem::offset_of!(stance_dedup_key, exe_ino) - 24usize];
-    ["Offset of field: stance_dedup_key::exe_dev"]
-        [::core::mem::offset_of!(stance_dedup_key, exe_dev) - 32usize];
-    ["Offset of field: stance_dedup_key::kind_bits"]
-        [::core::mem::offset_of!(stance_dedup_key, kind_bits) - 36usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
-pub struct stance_dedup_val {
-    pub last_emit: __u64,
-    pub suppressed: __u32,
-    pub _pad: __u32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of stance_dedup_val"][::core::mem::size_of::<stance_dedup_val>() - 16usize];
-    ["Alignment of stance_dedup_val"][::core::mem::align_of::<stance_dedup_val>() - 8usize];
-    ["Offset of field: stance_dedup_val::last_emit"]
-        [::core::mem::offset_of!(stance_dedup_val, last_emit) - 0usize];
-    ["Offset of field: stance_dedup_val::suppressed"]
-        [::core::mem::offset_of!(stance_dedup_val, suppressed) - 8usize];
-    ["Offset of field: stance_dedup_val::_pad"][::core::mem::offset_of!(stance_dedup_val, _pad) - 12usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::abi;
+use super::{abi, dedup::DedupKey};
 
 /// Why a record could not be decoded. Counted as a `malformed` loss, never silently skipped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Event {
     pub exe_ino: u64,
     /// Identical events the kernel suppressed on its CPU since the last emission.
     pub repeat: u32,
+    /// The key the kernel counts this event's repeats under (None for kinds never suppressed).
+    pub dedup: Option<DedupKey>,
     /// STANCE_F_* bits as the kernel set them.
     pub flags: u32,
     /// 0 or -errno.
@@ -282,6 +284,7 @@ pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
         exe_dev: user_dev(hdr.exe_dev),
         exe_ino: hdr.exe_ino,
         repeat: hdr.repeat,
+        dedup: DedupKey::from_abi(&hdr.dedup),
         flags,
         ret: hdr.ret,
         body,
@@ -338,6 +341,12 @@ pub mod encode {
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
     }
 
+    /// Writes the dedup key a record passed into its header, as the kernel side does.
+    pub fn set_dedup(rec: &mut [u8], key: abi::stance_dedup_key) {
+        let at = std::mem::offset_of!(abi::stance_event_header, dedup);
+        rec[at..at + std::mem::size_of_val(&key)].copy_from_slice(as_bytes(&key));
+    }
+
     pub fn open(cgroup_id: u64, exe: &str, path: &str, access: u32) -> Vec<u8> {
         let body = abi::stance_open_body { access, syscall_nr: 257, ..Default::default() };
         record(
@@ -371,6 +380,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_dedup_key_comes_through_and_zero_means_none() {
+        let mut rec = open(7, "/usr/bin/cat", "/etc/hostname", abi::STANCE_ACC_READ);
+        assert_eq!(decode(&rec).unwrap().dedup, None);
+        let key = abi::stance_dedup_key {
+            cgroup_id: 7,
+            obj_a: 12,
+            obj_b: 0xffff_8880_0000_1000,
+            exe_ino: 99,
+            exe_dev: 3,
+            kind_bits: abi::STANCE_EV_OPEN << 16 | abi::STANCE_ACC_READ,
+        };
+        set_dedup(&mut rec, key);
+        assert_eq!(decode(&rec).unwrap().dedup, DedupKey::from_abi(&key));
+        assert_eq!(decode(&rec).unwrap().dedup.unwrap().to_abi().obj_b, key.obj_b);
     }
 
     #[test]

@@ -2,17 +2,18 @@
 //! embedded at build time), attaches each probe family through the first of its hooks the kernel
 //! takes (opens and network calls: fexit, else syscall tracepoints; never both), reports per family
 //! `active` (with the hook, where there was a choice) or `unavailable: <reason>`, and hands out the
-//! ring buffer and the loss counters.
+//! ring buffer, the loss counters and the dedup maps (read at a clean stop, `dedup`).
 //!
 //! Nothing here interprets events beyond decoding (`decode`); aggregation is the pipeline's job.
 
 pub mod abi;
 pub mod decode;
+pub mod dedup;
 
 use std::fmt;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, FExit, Lsm, ProgramError, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
@@ -359,6 +360,17 @@ impl Probes {
         let unattributed = PerCpuArray::try_from(m)
             .map_err(|source| ProbeError::Map { name: "unattributed_losses", source })?;
         Ok(LossCounters { per_cgroup, unattributed })
+    }
+
+    /// The dedup cache and LRU, to read the repeats they still hold once the programs are gone
+    /// (dropping `Probes` detaches the programs; maps taken here stay readable).
+    pub fn take_dedup_maps(&mut self) -> Result<dedup::DedupMaps, ProbeError> {
+        let m = self.ebpf.take_map("dedup_cache").ok_or(ProbeError::MissingMap("dedup_cache"))?;
+        let cache =
+            PerCpuArray::try_from(m).map_err(|source| ProbeError::Map { name: "dedup_cache", source })?;
+        let m = self.ebpf.take_map("dedup").ok_or(ProbeError::MissingMap("dedup"))?;
+        let lru = PerCpuHashMap::try_from(m).map_err(|source| ProbeError::Map { name: "dedup", source })?;
+        Ok(dedup::DedupMaps::new(cache, lru))
     }
 }
 
