@@ -40,10 +40,12 @@ echo "ok: opens and network calls through fexit"
 mkdir -p /tmp/obs
 echo hello >/tmp/obs/data.txt
 echo ring >/tmp/obs/uring.txt
+echo again >/tmp/obs/repeat.txt
 ln -sf /tmp/obs/data.txt /tmp/obs/link
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
-    enforce-probe uring-open /tmp/obs/uring-missing.txt; true' \
+    enforce-probe uring-open /tmp/obs/uring-missing.txt
+    i=0; while [ $i -lt 40 ]; do cat /tmp/obs/repeat.txt >/dev/null; i=$((i + 1)); done; true' \
     || fail "workload failed"
 
 i=0
@@ -79,3 +81,9 @@ wait "$pid"
 rc=$?
 [ "$rc" -eq 0 ] || fail "daemon exited with $rc on SIGTERM"
 echo "ok: daemon stopped cleanly"
+# The 40 reads of repeat.txt (one cat binary, one file: one dedup key) fell in one dedup window: the
+# kernel reported the first and held the other 39, which the clean stop added to the edge.
+flat=$(stance graph vmobs --db "$db" -o json | tr -d ' \n')
+echo "$flat" | grep -q '"target_label":"/tmp/obs/repeat.txt"[^}]*"count":40[,}]' ||
+    { echo "$flat" | grep -o '"target_label":"/tmp/obs/repeat.txt"[^}]*'; fail "the open edge to /tmp/obs/repeat.txt should count 40 after the stop"; }
+echo "ok: 40 repeated reads counted 40 after the clean stop"
