@@ -29,6 +29,15 @@ pub enum Outcome {
 
 const NAME_PREFIX: &str = "stance-enforce-canary-";
 
+/// A name no other canary of this process uses: `<pid>-<n>`. Enforcers started at the same time in
+/// one process (tests do) must not share, and remove, each other's cgroup or file. The pid comes
+/// first, so `remove_stale` can tell a dead process's leftovers.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// A cgroup made for the canary and removed when dropped.
 pub struct CanaryCgroup {
     dir: PathBuf,
@@ -38,7 +47,7 @@ pub struct CanaryCgroup {
 
 impl CanaryCgroup {
     pub fn create(cgroup_mount: &Path, tag: &str) -> io::Result<CanaryCgroup> {
-        let dir = cgroup_mount.join(format!("{NAME_PREFIX}{}-{tag}", std::process::id()));
+        let dir = cgroup_mount.join(format!("{NAME_PREFIX}{}-{tag}", unique_suffix()));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -172,7 +181,7 @@ impl super::Enforcer {
     /// BPF-LSM denies for real: a child in a throwaway cgroup whose file domain is in enforce with
     /// nothing allowed is refused a file, which this process (outside the cgroup) can read.
     pub(super) fn lsm_canary(&mut self, opts: &StartOptions) -> Result<(), String> {
-        let target = std::env::temp_dir().join(format!("stance-enforce-canary-{}", std::process::id()));
+        let target = std::env::temp_dir().join(format!("{NAME_PREFIX}{}", unique_suffix()));
         std::fs::write(&target, b"canary\n").map_err(|e| format!("canary file {}: {e}", target.display()))?;
         let result = (|| {
             let cg = CanaryCgroup::create(&opts.cgroup_mount, "lsm")
