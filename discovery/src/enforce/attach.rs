@@ -5,7 +5,7 @@
 //! The programs that decide (the LSM hooks and the sock_addr fallback) run on every open, exec,
 //! capability check and connect of the whole host, for whichever task makes it. While no workload
 //! has a policy they can only find none and allow, so they are attached only while one has
-//! (`Enforcer::arm` / `disarm`): a host that only observes does not pay for them.
+//! (`Enforcer::arm` / `disarm_if_idle`): a host that only observes does not pay for them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,7 +64,7 @@ impl Gated {
         }
     }
 
-    /// Attaches the loaded program again (after `disarm` detached it).
+    /// Attaches the loaded program again (after `disarm_if_idle` detached it).
     pub(super) fn attach(self, ebpf: &mut Ebpf, cgroup_mount: &std::path::Path) -> Result<FdLink, String> {
         match self {
             Gated::Lsm(name) => attach_lsm(ebpf, name),
