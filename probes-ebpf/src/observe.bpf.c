@@ -338,17 +338,32 @@ static __always_inline int dedup_key_eq(const struct stance_dedup_key *a, const 
 	       a->exe_ino == b->exe_ino && a->exe_dev == b->exe_dev && a->kind_bits == b->kind_bits;
 }
 
-/* Returns 1 when the event should be emitted (and *repeat holds the suppressed count). */
-static __always_inline int dedup_pass(const struct stance_dedup_key *k, __u32 *repeat)
+#define PF_KTHREAD 0x00200000
+
+/*
+ * The daemon's own activity and kernel threads' are not observed. This is checked on a dedup miss,
+ * before any state changes, rather than first: such a key then never enters the cache, so it can
+ * never hit, and a repeat of the workload's behaviour saves these loads.
+ */
+static __always_inline int unobserved(struct task_struct *task)
+{
+	return task->tgid == stance_tgid || (task->flags & PF_KTHREAD);
+}
+
+/* Returns 1 when the event should be emitted (and *repeat holds the suppressed count), 0 when it
+ * is a repeat within the window or the task is not observed. */
+static __always_inline int dedup_pass(struct task_struct *task, const struct stance_dedup_key *k, __u32 *repeat)
 {
 	__u64 now = bpf_jiffies64();
 	__u32 idx = dedup_slot_of(k);
 	struct stance_dedup_slot *s = bpf_map_lookup_elem(&dedup_cache, &idx);
 	if (!s) {
 		*repeat = 0;
-		return 1;
+		return !unobserved(task);
 	}
 	if (!dedup_key_eq(&s->key, k)) {
+		if (unobserved(task))
+			return 0;
 		/* Miss: the occupant's state goes back to the LRU, this key's state comes from it. */
 		if (s->key.kind_bits) {
 			struct stance_dedup_val old = { .last_emit = s->last_emit, .suppressed = s->suppressed };
@@ -532,27 +547,21 @@ struct open_how_user {
 	__u64 resolve;
 };
 
+/*
+ * Access intent from open flags, without branches (every open computes it for its dedup key): the
+ * access mode O_RDONLY 0, O_WRONLY 1, O_RDWR 2 (3 is no access) plus one, modulo 4, is exactly
+ * STANCE_ACC_READ 1, STANCE_ACC_WRITE 2, both 3 (none 0); O_CREAT and O_TRUNC shift onto
+ * STANCE_ACC_CREATE and STANCE_ACC_TRUNC; O_PATH opens no content, so it clears everything.
+ */
+_Static_assert(STANCE_ACC_READ == 1 && STANCE_ACC_WRITE == 2 && STANCE_ACC_CREATE == O_CREAT >> 4 &&
+		       STANCE_ACC_TRUNC == O_TRUNC >> 6,
+	       "access bits are computed by shifts");
 static __always_inline __u32 access_from_flags(__u64 flags)
 {
-	__u32 acc = 0;
-	if (flags & O_PATH)
-		return 0;
-	switch (flags & O_ACCMODE) {
-	case 0:
-		acc = STANCE_ACC_READ;
-		break;
-	case O_WRONLY:
-		acc = STANCE_ACC_WRITE;
-		break;
-	case O_RDWR:
-		acc = STANCE_ACC_READ | STANCE_ACC_WRITE;
-		break;
-	}
-	if (flags & O_CREAT)
-		acc |= STANCE_ACC_CREATE;
-	if (flags & O_TRUNC)
-		acc |= STANCE_ACC_TRUNC;
-	return acc;
+	__u32 acc = ((flags & O_ACCMODE) + 1) & 3;
+	acc |= (flags & O_CREAT) >> 4;
+	acc |= (flags & O_TRUNC) >> 6;
+	return (flags & O_PATH) ? 0 : acc;
 }
 
 /* One open as a hook saw it, before the dedup check and the record. */
@@ -569,7 +578,9 @@ struct open_seen {
 	/* 0, or -errno. */
 	long ret;
 	__u32 nr;
+	/* The file's f_mode, read by the hook (fmode_later 0) or only when a record is emitted. */
 	__u32 fmode;
+	int fmode_later;
 	__u64 ino;
 	/* The filesystem's identity in dedup keys: the superblock's address at the syscall hooks, its
 	 * device number at do_filp_open. */
@@ -613,7 +624,7 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 	k.kind_bits = (STANCE_EV_OPEN << 16) | access;
 
 	__u32 repeat = 0;
-	if (!dedup_pass(&k, &repeat))
+	if (!dedup_pass(task, &k, &repeat))
 		return 0;
 
 	struct builder b;
@@ -632,7 +643,7 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 	body->ino = o->ino;
 	body->dev = f ? BPF_CORE_READ(f, f_inode, i_sb, s_dev) : 0;
 	body->open_flags = (__u32)o->flags;
-	body->fmode = o->fmode;
+	body->fmode = o->fmode_later && f ? BPF_CORE_READ(f, f_mode) : o->fmode;
 	body->access = access;
 	body->syscall_nr = o->nr;
 
@@ -653,9 +664,8 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 /* An open syscall's exit: its arguments from the saved registers, the file from the fd table. */
 static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs *regs)
 {
+	/* The daemon's own opens are refused by the dedup check (unobserved()). */
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->tgid == stance_tgid)
-		return 0;
 	__u64 cgroup_id = task_cgroup_id(task);
 
 	__u64 args[6] = {};
@@ -693,7 +703,8 @@ static __always_inline int on_open_exit(long ret, long nr, const struct pt_regs 
 	if (ret >= 0) {
 		o.f = fd_file(task, ret);
 		if (!o.f) {
-			count_loss(cgroup_id, STANCE_LOSS_READ);
+			if (!unobserved(task))
+				count_loss(cgroup_id, STANCE_LOSS_READ);
 			return 0;
 		}
 		file_quick_id(o.f, &o.fmode, &o.ino, &o.sb);
@@ -772,7 +783,6 @@ int BPF_PROG(stance_fx_open_by_handle_at, const struct pt_regs *regs, long ret)
  * kernel makes to exec a binary (__FMODE_EXEC) are the exec family's; kernel threads are skipped.
  * open_by_handle_at does not come here (stance_fx_open_by_handle_at covers it).
  */
-#define PF_KTHREAD 0x00200000
 #define __FMODE_EXEC 0x20
 #define MAX_ERRNO 4095
 #define EAGAIN 11
@@ -782,9 +792,8 @@ SEC("fexit/do_filp_open")
 int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const struct open_flags *op,
 	     struct file *ret)
 {
+	/* The daemon's and kernel threads' opens are refused by the dedup check (unobserved()). */
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->tgid == stance_tgid || (task->flags & PF_KTHREAD))
-		return 0;
 	__u32 open_flag = op->open_flag;
 	if (open_flag & __FMODE_EXEC)
 		return 0;
@@ -804,7 +813,8 @@ int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const stru
 		o.name = pathname->name;
 	} else if (ret) {
 		o.f = ret;
-		o.fmode = ret->f_mode;
+		/* With the flags known, the mode is only needed in a record: a repeat does not read it. */
+		o.fmode_later = 1;
 		struct inode *inode = ret->f_inode;
 		if (inode) {
 			o.ino = inode->i_ino;
@@ -828,42 +838,73 @@ struct user_msghdr_min {
 	int msg_namelen;
 };
 
+/* A destination as a hook saw it, before the dedup check and the record. */
+struct net_seen {
+	__u32 kind;
+	/* The socket's file, when the hook has it; else the descriptor to look up. */
+	struct file *sf;
+	long fd;
+	/* The address the caller gave: a user pointer at the syscall hooks, the kernel's copy (as a
+	 * number, so that it can be offset) at __sys_connect_file. */
+	const void *addr;
+	int addr_is_user;
+	__u32 addrlen;
+	/* 0, or -errno. */
+	long ret;
+};
+
+static __always_inline long read_addr(void *dst, __u32 len, const void *src, int user)
+{
+	return user ? bpf_probe_read_user(dst, len, src) : bpf_probe_read_kernel(dst, len, src);
+}
+
+static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, const struct net_seen *seen);
+
+/* A network syscall's exit: its arguments from the saved registers, the socket from the fd table. */
 static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *regs)
 {
+	/* The daemon's own calls are refused by the dedup check (unobserved()). */
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->tgid == stance_tgid)
-		return 0;
 	__u64 cgroup_id = task_cgroup_id(task);
 	__u64 args[6] = {};
 	if (user_args(task, regs, nr, args) < 0)
 		return 0;
 
-	long fd = (int)args[0];
-	void *uaddr = NULL;
-	__u32 addrlen = 0;
-	__u32 kind = STANCE_EV_CONNECT;
+	struct net_seen seen = { .kind = STANCE_EV_CONNECT, .fd = (int)args[0], .addr_is_user = 1,
+				 .ret = ret < 0 ? ret : 0 };
 	switch (nr) {
 	case NR_connect:
-		uaddr = (void *)args[1];
-		addrlen = (__u32)args[2];
+		seen.addr = (void *)args[1];
+		seen.addrlen = (__u32)args[2];
 		break;
 	case NR_sendto:
-		kind = STANCE_EV_SEND;
-		uaddr = (void *)args[4];
-		addrlen = (__u32)args[5];
+		seen.kind = STANCE_EV_SEND;
+		seen.addr = (void *)args[4];
+		seen.addrlen = (__u32)args[5];
 		break;
 	case NR_sendmsg:
 	case NR_sendmmsg: {
 		/* For sendmmsg the first message's destination stands for the call. */
 		struct user_msghdr_min m = {};
-		kind = STANCE_EV_SEND;
+		seen.kind = STANCE_EV_SEND;
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]))
 			return 0;
-		uaddr = m.msg_name;
-		addrlen = m.msg_namelen;
+		seen.addr = m.msg_name;
+		seen.addrlen = m.msg_namelen;
 		break;
 	}
 	}
+	return emit_net(task, cgroup_id, &seen);
+}
+
+/* Dedup check and record of a connect or datagram send, however it was hooked. */
+static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, const struct net_seen *seen)
+{
+	const void *uaddr = seen->addr;
+	__u32 addrlen = seen->addrlen;
+	__u32 kind = seen->kind;
+	long ret = seen->ret;
+	int user = seen->addr_is_user;
 	if (!uaddr || addrlen < 2)
 		return 0;
 
@@ -875,7 +916,7 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 	 */
 	__u8 sa[SOCKADDR_HEAD] = {};
 	__u32 n = addrlen < SOCKADDR_HEAD ? addrlen : SOCKADDR_HEAD;
-	if (bpf_probe_read_user(sa, BOUND(n, 31), uaddr))
+	if (read_addr(sa, BOUND(n, 31), uaddr, user))
 		return 0;
 	__u16 family = *(__u16 *)sa;
 	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
@@ -884,7 +925,9 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 	/* The socket's type is part of the key; its protocol is only read for a record. */
 	__u16 sock_type = 0;
 	struct socket *sock = NULL;
-	struct file *sf = fd_file(task, fd);
+	struct file *sf = seen->sf;
+	if (!sf)
+		sf = fd_file(task, seen->fd);
 	if (sf) {
 		sock = BPF_CORE_READ(sf, private_data);
 		if (sock)
@@ -918,11 +961,12 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 			 * 0 too when there is no name at all, which the kernel refuses with EINVAL). */
 			abstract = 1;
 			ulen = plen > 0 ? plen - 1 : 0;
-			if (ulen && bpf_probe_read_user(us->buf, BOUND(ulen, 127), uaddr + 3))
+			if (ulen && read_addr(us->buf, BOUND(ulen, 127), uaddr + 3, user))
 				return 0;
 		} else {
 			/* Filesystem path: up to its NUL, within the address length. */
-			long n = bpf_probe_read_user_str(us->buf, BOUND(plen + 1, 127), uaddr + 2);
+			long n = user ? bpf_probe_read_user_str(us->buf, BOUND(plen + 1, 127), uaddr + 2)
+				      : bpf_probe_read_kernel_str(us->buf, BOUND(plen + 1, 127), uaddr + 2);
 			if (n <= 1)
 				return 0;
 			ulen = n - 1;
@@ -934,18 +978,18 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		__builtin_memcpy(&k.obj_b, nb.addr + 8, 8);
 		k.obj_b ^= (__u64)nb.port << 48;
 	}
-	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)(ret < 0 ? -ret : 0) & 0xffff);
+	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)-ret & 0xffff);
 	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
 	__u32 repeat = 0;
-	if (!dedup_pass(&k, &repeat))
+	if (!dedup_pass(task, &k, &repeat))
 		return 0;
 
 	struct builder b;
 	struct out_buf *out = begin(kind, cgroup_id, task, &b);
 	if (!out)
 		return 0;
-	out->hdr.ret = ret < 0 ? ret : 0;
+	out->hdr.ret = ret;
 	out->hdr.repeat = repeat;
 	put_dedup_key(out, &k);
 	put_exe(&b, task);
@@ -993,6 +1037,25 @@ SEC("fexit/__x64_sys_connect")
 int BPF_PROG(stance_fx_connect, const struct pt_regs *regs, long ret)
 {
 	return on_net_exit(ret, NR_connect, regs);
+}
+
+/*
+ * Where fexit loads, every connect reaches __sys_connect_file with the kernel's copy of the address
+ * and the socket's file: connect(2), its 32-bit variant, and io_uring's CONNECT (which no syscall
+ * hook sees). A non-blocking connect returns EINPROGRESS here, as the syscall does; io_uring then
+ * waits for the socket and calls it again, which returns EISCONN once connected.
+ */
+SEC("fexit/__sys_connect_file")
+int BPF_PROG(stance_fx_connect_file, struct file *file, void *address, int addrlen, int file_flags,
+	     int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	/* The address as a number: the verifier refuses offsets on the typed pointer. */
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx[1]);
+	struct net_seen seen = { .kind = STANCE_EV_CONNECT, .sf = file, .fd = -1, .addr = (const void *)addr,
+				 .addr_is_user = 0, .addrlen = addrlen, .ret = ret < 0 ? ret : 0 };
+	return emit_net(task, task_cgroup_id(task), &seen);
 }
 
 SEC("fexit/__x64_sys_sendto")
@@ -1182,7 +1245,7 @@ static __always_inline int on_capable(struct user_namespace *ns, int cap, unsign
 	if (exe)
 		file_id(exe, &k.exe_ino, &k.exe_dev);
 	__u32 repeat = 0;
-	if (!dedup_pass(&k, &repeat))
+	if (!dedup_pass(task, &k, &repeat))
 		return 0;
 	struct builder b;
 	struct out_buf *out = begin(STANCE_EV_CAPABLE, cgroup_id, task, &b);

@@ -130,6 +130,9 @@ impl Attach {
 
 /// One way of observing a family: a set of programs of one kind.
 struct Hook {
+    /// Its name in the start-up report when the programs' kind is not enough: hooks in a kernel
+    /// function that every such call passes through name it (only those see io_uring's calls).
+    label: Option<&'static str>,
     programs: &'static [(&'static str, Attach)],
     /// All programs must attach for the hook to be used; otherwise the ones that did are unloaded
     /// and the next hook is tried (so two hooks never both report, or both miss, one event).
@@ -138,13 +141,12 @@ struct Hook {
 }
 
 impl Hook {
-    /// The hook's name in the start-up report: its first program's kind, and for opens hooked in
-    /// the kernel's open path, that too (only that hook sees io_uring's opens).
+    /// The hook's name in the start-up report: its label, or its first program's kind.
     fn label(&self) -> &'static str {
-        match self.programs.first() {
-            Some((_, Attach::FExit("do_filp_open"))) => "fexit, do_filp_open",
-            Some((_, how)) => how.label(),
-            None => "none",
+        match (self.label, self.programs.first()) {
+            (Some(label), _) => label,
+            (None, Some((_, how))) => how.label(),
+            (None, None) => "none",
         }
     }
 }
@@ -160,6 +162,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "exec",
         hooks: &[Hook {
+            label: None,
             programs: &[("stance_exec", Attach::BtfTracePoint("sched_process_exec"))],
             strict: false,
         }],
@@ -167,6 +170,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "process lifecycle",
         hooks: &[Hook {
+            label: None,
             programs: &[
                 ("stance_fork", Attach::BtfTracePoint("sched_process_fork")),
                 ("stance_exit", Attach::BtfTracePoint("sched_process_exit")),
@@ -180,6 +184,7 @@ const FAMILIES: &[Family] = &[
             // The kernel's open path: every open syscall, 32-bit ones and io_uring's OPENAT, by
             // kernel objects; open_by_handle_at does not pass through it.
             Hook {
+                label: Some("fexit, do_filp_open"),
                 programs: &[
                     ("stance_fx_filp_open", Attach::FExit("do_filp_open")),
                     ("stance_fx_open_by_handle_at", Attach::FExit("__x64_sys_open_by_handle_at")),
@@ -187,6 +192,7 @@ const FAMILIES: &[Family] = &[
                 strict: true,
             },
             Hook {
+                label: None,
                 programs: &[
                     ("stance_fx_open", Attach::FExit("__x64_sys_open")),
                     ("stance_fx_openat", Attach::FExit("__x64_sys_openat")),
@@ -197,6 +203,7 @@ const FAMILIES: &[Family] = &[
                 strict: true,
             },
             Hook {
+                label: None,
                 programs: &[
                     ("stance_exit_open", Attach::TracePoint("syscalls", "sys_exit_open")),
                     ("stance_exit_openat", Attach::TracePoint("syscalls", "sys_exit_openat")),
@@ -214,7 +221,20 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "network",
         hooks: &[
+            // connect(2) and io_uring's CONNECT in the kernel's connect path, by kernel objects;
+            // datagram sends at their syscalls.
             Hook {
+                label: Some("fexit, __sys_connect_file"),
+                programs: &[
+                    ("stance_fx_connect_file", Attach::FExit("__sys_connect_file")),
+                    ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
+                    ("stance_fx_sendmsg", Attach::FExit("__x64_sys_sendmsg")),
+                    ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
+                ],
+                strict: true,
+            },
+            Hook {
+                label: None,
                 programs: &[
                     ("stance_fx_connect", Attach::FExit("__x64_sys_connect")),
                     ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
@@ -224,6 +244,7 @@ const FAMILIES: &[Family] = &[
                 strict: true,
             },
             Hook {
+                label: None,
                 programs: &[
                     ("stance_exit_connect", Attach::TracePoint("syscalls", "sys_exit_connect")),
                     ("stance_exit_sendto", Attach::TracePoint("syscalls", "sys_exit_sendto")),
@@ -237,14 +258,23 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "capabilities",
         hooks: &[
-            Hook { programs: &[("stance_cap_capable", Attach::FExit("cap_capable"))], strict: true },
-            Hook { programs: &[("stance_lsm_capable", Attach::Lsm("capable"))], strict: true },
-            Hook { programs: &[("stance_tp_capable", Attach::BtfTracePoint("cap_capable"))], strict: true },
+            Hook {
+                label: None,
+                programs: &[("stance_cap_capable", Attach::FExit("cap_capable"))],
+                strict: true,
+            },
+            Hook { label: None, programs: &[("stance_lsm_capable", Attach::Lsm("capable"))], strict: true },
+            Hook {
+                label: None,
+                programs: &[("stance_tp_capable", Attach::BtfTracePoint("cap_capable"))],
+                strict: true,
+            },
         ],
     },
     Family {
         name: "cgroups",
         hooks: &[Hook {
+            label: None,
             programs: &[
                 ("stance_cgroup_mkdir", Attach::BtfTracePoint("cgroup_mkdir")),
                 ("stance_cgroup_rmdir", Attach::BtfTracePoint("cgroup_rmdir")),

@@ -5,8 +5,9 @@
 # opens and network calls must be observed through fexit, with no syscall tracepoint attached
 # (those would put every syscall on the slow path): the same facts as the host's tracepoint path,
 # real absolute paths, a failed open with its errno, a TCP connect and a UDP sendto. Opens are
-# hooked in the kernel's open path (do_filp_open), so an io_uring OPENAT, which no syscall hook
-# sees, is in the graph too.
+# hooked in the kernel's open path (do_filp_open) and connects in its connect path
+# (__sys_connect_file), so an io_uring OPENAT and CONNECT, which no syscall hook sees, are in the
+# graph too.
 #
 # Needs `stance` and `enforce-probe` on PATH (stance-vmtest --bin target/release/stance
 # --bin target/release/enforce-probe --lib-from-ldd).
@@ -29,7 +30,7 @@ for fam in "exec: active" "file opens: active" "network: active" "process lifecy
     grep -q "  $fam" /tmp/stance.out || fail "probe family not active: $fam"
 done
 grep -q "  file opens: active (fexit, do_filp_open)$" /tmp/stance.out || fail "file opens: not observed through fexit on do_filp_open"
-grep -q "  network: active (fexit)$" /tmp/stance.out || fail "network: not observed through fexit"
+grep -q "  network: active (fexit, __sys_connect_file)$" /tmp/stance.out || fail "network: not observed through fexit on __sys_connect_file"
 # None of the syscall tracepoint programs was even loaded (the loader tries them only when fexit
 # is refused), when bpftool is here to list programs.
 if command -v bpftool >/dev/null; then
@@ -44,7 +45,7 @@ echo again >/tmp/obs/repeat.txt
 ln -sf /tmp/obs/data.txt /tmp/obs/link
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
-    enforce-probe uring-open /tmp/obs/uring-missing.txt
+    enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
     i=0; while [ $i -lt 40 ]; do cat /tmp/obs/repeat.txt >/dev/null; i=$((i + 1)); done; true' \
     || fail "workload failed"
 
@@ -54,9 +55,10 @@ while :; do
     # They may land in different flushes: wait for all of them.
     echo "$g" | grep -q '"/tmp/obs/data.txt"' && echo "$g" | grep -q 'CAP_CHOWN' &&
         echo "$g" | grep -q '"/tmp/obs/missing.txt"' && echo "$g" | grep -q '"127.0.0.1:9/tcp"' &&
-        echo "$g" | grep -q '"127.0.0.1:5353/udp"' && echo "$g" | grep -q '"/tmp/obs/uring.txt"' && echo "$g" | grep -q '"/tmp/obs/uring-missing.txt"' && break
+        echo "$g" | grep -q '"127.0.0.1:5353/udp"' && echo "$g" | grep -q '"/tmp/obs/uring.txt"' && echo "$g" | grep -q '"/tmp/obs/uring-missing.txt"' &&
+        echo "$g" | grep -q '"127.0.0.1:7/tcp"' && break
     i=$((i + 1))
-    [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files (io_uring's too), capability, connect and sendto"; }
+    [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
     sleep 0.2
 done
 echo "$g" | grep -q '"/tmp/obs/link"' && fail "a symlink path became a file node"
@@ -74,7 +76,11 @@ echo "$flat" | grep -q '"result":"EAGAIN"' && { echo "$g"; fail "an open is reco
 open_edge() { echo "$flat" | grep -q "\"kind\":\"open\",\"source\":\"[^\"]*\",\"target\":\"[^\"]*\",\"source_label\":\"[^\"]*\",\"target_label\":\"$1\""; }
 open_edge /tmp/obs/data.txt || { echo "$g"; fail "no open edge to /tmp/obs/data.txt"; }
 open_edge /bin/busybox && { echo "$g"; fail "the exec of /bin/busybox was recorded as an open"; }
-echo "ok: graph has /tmp/obs/data.txt, /tmp/obs/missing.txt (ENOENT), /tmp/obs/uring.txt (io_uring), CAP_CHOWN, 127.0.0.1:9/tcp and 127.0.0.1:5353/udp"
+# (Nothing listens on port 7. The edge's result is what the kernel's connect returned to io_uring,
+# which tries without blocking first: EINPROGRESS or ECONNREFUSED, depending on when the loopback
+# reset arrives; no syscall hook sees this connect at all.)
+echo "ok: io_uring connect results: $(echo "$flat" | grep -o '"target_label":"127.0.0.1:7/tcp"[^}]*"result":"[A-Z0-9a-z]*"' | sed 's/.*"result"://' | tr '\n' ' ')"
+echo "ok: graph has /tmp/obs/data.txt, /tmp/obs/missing.txt (ENOENT), /tmp/obs/uring.txt (io_uring), CAP_CHOWN, 127.0.0.1:9/tcp, 127.0.0.1:7/tcp (io_uring) and 127.0.0.1:5353/udp"
 
 kill -TERM "$pid"
 wait "$pid"
