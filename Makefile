@@ -47,12 +47,18 @@ browser-tests: build
 VM_SERVERS = --file /usr/sbin/nginx --file /etc/nginx/mime.types --file /usr/bin/redis-server \
 	--file /usr/bin/redis-cli --file /usr/bin/memcached --file /usr/bin/curl
 # Scenario 42 (the observation bench of `make bench`) runs here too, with one short pair: the load
-# generator is compiled as tests/bench/run.sh compiles it.
+# generator, the floor loader and the floor's empty fexit programs are compiled as
+# tests/bench/run.sh compiles them.
+FLOOR_OBJ_GUEST = /opt/stance-bench/floor-fexit.bpf.o
 vm-tests:
 	gcc -O2 -Wall -Wextra -Werror -pthread -o $(BIN)/loadgen tests/bench/loadgen.c
+	gcc -O2 -Wall -Wextra -Werror -o $(BIN)/bench-floor tests/bench/floor.c -lbpf
+	clang-19 -O2 -g -target bpf -I/usr/include/$$(gcc -dumpmachine) -c tests/bench/floor-fexit.bpf.c \
+		-o $(BIN)/floor-fexit.bpf.o
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
 		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
-		--bin $(BIN)/loadgen --bin "$$(command -v bpftool)" --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
+		--bin $(BIN)/loadgen --bin $(BIN)/bench-floor --file $(BIN)/floor-fexit.bpf.o:$(FLOOR_OBJ_GUEST) \
+		--bin "$$(command -v bpftool)" --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
 		$(VM_SERVERS) --lib-from-ldd --scenarios tests/vm/scenarios
 
 bench: build

@@ -1,6 +1,8 @@
-/* Loads tests/bench/floor.bpf.o (empty programs on the daemon's hooks), attaches every program,
- * prints "attached" and holds them until SIGTERM or SIGINT. `make bench` uses it for the floor
- * phase: the slowdown that the hooks alone cause, with no program doing any work. */
+/* Loads a BPF object of empty programs on the daemon's hooks, attaches every program, prints
+ * "attached" and holds them until SIGTERM or SIGINT. `make bench` uses it for the floor phases: the
+ * slowdown that the hooks alone cause, with no program doing any work; on this host with
+ * tests/bench/floor.bpf.c (syscall tracepoints), and in scenario 42's VM, as `bench-floor`, with
+ * tests/bench/floor-fexit.bpf.c (fexit). */
 #include <bpf/libbpf.h>
 #include <signal.h>
 #include <stdio.h>

@@ -15,7 +15,10 @@
 #   5. Daemon RSS (peak, VmHWM) and CPU time, during the B phases and during the loss run.
 #   6. Observation with fexit, in a VM (this host's kernel refuses fexit, so here the daemon needs the
 #      syscall tracepoints, which put every syscall on the slow path): scenario 42 of tests/vm alone,
-#      on one kernel: the loops of 1. without and with the daemon, alternating pairs in one VM run.
+#      on one kernel: the loops of 1. without the daemon, with empty programs on its fexit hooks
+#      (tests/bench/floor-fexit.bpf.c) and with the daemon, alternating pairs in one VM run, on
+#      QEMU's instruction clock (`stance-vmtest --icount`: a guest ns is one executed instruction,
+#      so a loop's CPU time per operation is its instruction count, the same in every run).
 #   7. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
 #      one kernel, with more pairs than `make test` runs: enforced (1,000 file rules) against observe
 #      for openat+close and fork+exec, the two batches of a pair alternating; BPF run time per program.
@@ -23,7 +26,8 @@
 # Environment: BENCH_PAIRS (default 15), BENCH_CPU (the CPU the overhead workloads and the pipeline
 # bench are pinned to; default the last one), BENCH_RUN_SECONDS (length of one run, default 0.5),
 # BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md; for the VM: BENCH_VM_KERNEL
-# (6.1 or 6.12, default 6.12), BENCH_OBS_VM_PAIRS (scenario 42's pairs, default 7), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
+# (6.1 or 6.12, default 6.12), BENCH_OBS_VM_PAIRS (scenario 42's pairs, default 5: under icount the
+# pairs agree to a fraction of a percent), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
 # 5000), BENCH_VM_EXECS (fork+execs per batch, default 30). Needs root.
 set -euo pipefail
 
@@ -39,7 +43,7 @@ VM_KERNEL=${BENCH_VM_KERNEL:-6.12}
 VM_PAIRS=${BENCH_VM_PAIRS:-31}
 VM_OPENS=${BENCH_VM_OPENS:-5000}
 VM_EXECS=${BENCH_VM_EXECS:-30}
-OBS_VM_PAIRS=${BENCH_OBS_VM_PAIRS:-7}
+OBS_VM_PAIRS=${BENCH_OBS_VM_PAIRS:-5}
 VMTEST=$TARGET/release/stance-vmtest
 LOSS_RATE=100000
 LOSS_SECONDS=5
@@ -96,6 +100,8 @@ for l in sys.stdin:
 FLOOR=$TMP/floor
 clang-19 -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c "$HERE/floor.bpf.c" -o "$TMP/floor.bpf.o"
 gcc -O2 -Wall -Wextra -Werror -o "$FLOOR" "$HERE/floor.c" -lbpf
+# The floor of scenario 42 (section 6): empty programs on the daemon's fexit hooks in the VM.
+clang-19 -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c "$HERE/floor-fexit.bpf.c" -o "$TMP/floor-fexit.bpf.o"
 FLOOR_PID=
 
 # --- helpers ---
@@ -267,11 +273,14 @@ say "pipeline: replayed stream, pinned to CPU $CPU"
 taskset -c "$CPU" "$PIPELINE_BENCH" --bench | tee "$TMP/pipeline.out" >&2
 
 # --- 6. observation with fexit, in a VM: nothing else of this run is measuring while it runs ---
-say "observation: scenario 42 alone in a $VM_KERNEL VM, $OBS_VM_PAIRS pairs"
+say "observation: scenario 42 alone in a $VM_KERNEL VM on the instruction clock, $OBS_VM_PAIRS pairs"
+# The guest finds its helpers by name on its PATH.
 mkdir -p "$TMP/vmbin"
 cp "$LOADGEN" "$TMP/vmbin/loadgen"
-if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 42-observe-bench --scenarios "$ROOT/tests/vm/scenarios" \
-    --bin "$STANCE" --bin "$TMP/vmbin/loadgen" --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
+cp "$FLOOR" "$TMP/vmbin/bench-floor"
+if ! "$VMTEST" --kernel "$VM_KERNEL" --icount --filter 42-observe-bench --scenarios "$ROOT/tests/vm/scenarios" \
+    --bin "$STANCE" --bin "$TMP/vmbin/loadgen" --bin "$TMP/vmbin/bench-floor" --bin "$(command -v bpftool)" \
+    --file "$TMP/floor-fexit.bpf.o:/opt/stance-bench/floor-fexit.bpf.o" --lib-from-ldd --scenario-timeout 3600 \
     --env STANCE_OBS_BENCH_PAIRS="$OBS_VM_PAIRS" >"$TMP/obs-vm.out" 2>&1; then
     tail -n 40 "$TMP/obs-vm.out" >&2
     fail "the observation benchmark VM failed (output above)"

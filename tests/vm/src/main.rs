@@ -71,9 +71,25 @@ struct Cli {
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Run the guest on QEMU's instruction clock (`-icount shift=0,sleep=off`): guest time is then
+    /// 1 ns per executed guest instruction, deterministic from run to run, so benchmark timings
+    /// are instruction counts rather than the busy host's time. Idle time is skipped (a guest
+    /// `sleep` takes no host time), and scenario timeouts count guest time.
+    #[arg(long)]
+    icount: bool,
     /// Install the host packages the tier needs (apt-get), then run the scenarios if given.
     #[arg(long)]
     install_deps: bool,
+}
+
+impl Cli {
+    fn clock(&self) -> vm::Clock {
+        if self.icount {
+            vm::Clock::Instructions
+        } else {
+            vm::Clock::Host
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -152,8 +168,15 @@ fn run(cli: Cli) -> Result<bool> {
     let timeout = Duration::from_secs(cli.timeout.unwrap_or_else(|| {
         BOOT_ALLOWANCE_SECS + scenarios.iter().map(|s| s.timeout(cli.scenario_timeout)).sum::<u64>()
     }));
+    let clock = cli.clock();
+    if clock == vm::Clock::Instructions {
+        // tests/bench/observe_vm_report.py reads this line to label its figures as instructions.
+        println!(
+            "==> guest clock: instructions (QEMU -icount shift=0,sleep=off; 1 ns = 1 guest instruction)"
+        );
+    }
     let outcomes = thread::scope(|s| {
-        let runs: Vec<_> = kernels.iter().map(|k| s.spawn(|| vm::run(k, &initrd, timeout))).collect();
+        let runs: Vec<_> = kernels.iter().map(|k| s.spawn(|| vm::run(k, &initrd, clock, timeout))).collect();
         runs.into_iter().map(|h| h.join().expect("VM thread panicked")).collect::<Vec<_>>()
     });
 
@@ -196,4 +219,20 @@ fn on_path(tool: &str) -> bool {
 fn describe_size(path: &Path) -> String {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     format!("{} ({:.1} MiB)", path.display(), size as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icount_flag_selects_the_instruction_clock() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["stance-vmtest", "--scenarios", "s"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).expect("valid arguments")
+        };
+        assert_eq!(parse(&["--icount"]).clock(), vm::Clock::Instructions);
+        assert_eq!(parse(&[]).clock(), vm::Clock::Host);
+    }
 }

@@ -34,7 +34,21 @@ pub struct VmOutcome {
     pub elapsed: Duration,
 }
 
-pub fn qemu_command(kernel: &Path, initrd: &Path) -> Command {
+/// How the guest's clock runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The host's clock: an emulated guest's timings then move with everything else the host
+    /// runs, by tens of percent between runs on a shared machine.
+    #[default]
+    Host,
+    /// QEMU's icount mode with `shift=0,sleep=off`: the guest clock advances exactly 1 ns per
+    /// executed guest instruction, and jumps over idle time to the next timer, so a loop's time
+    /// per operation is its instruction count, the same in every run (benchmarks compare runs
+    /// to a few tenths of a percent). TCG then runs single-threaded, which one vCPU is anyway.
+    Instructions,
+}
+
+pub fn qemu_command(kernel: &Path, initrd: &Path, clock: Clock) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         // No NIC: the scenarios use loopback only, and an emulated NIC only slows the boot.
@@ -45,6 +59,9 @@ pub fn qemu_command(kernel: &Path, initrd: &Path) -> Command {
         .arg(initrd)
         // The Debian cloud kernels' built-in CONFIG_LSM already lists bpf, so no `lsm=` here.
         .args(["-append", "console=ttyS0 quiet panic=-1"]);
+    if clock == Clock::Instructions {
+        qemu.args(["-icount", "shift=0,sleep=off"]);
+    }
     qemu
 }
 
@@ -55,10 +72,10 @@ enum Event {
 }
 
 /// Boots `kernel` and waits for the DONE marker, QEMU's exit or `timeout`, whichever is first.
-pub fn run(kernel: &Kernel, initrd: &Path, timeout: Duration) -> Result<VmOutcome> {
+pub fn run(kernel: &Kernel, initrd: &Path, clock: Clock, timeout: Duration) -> Result<VmOutcome> {
     let label = kernel.series.label();
     let started = Instant::now();
-    let mut qemu = qemu_command(&kernel.vmlinuz, initrd);
+    let mut qemu = qemu_command(&kernel.vmlinuz, initrd, clock);
     let mut child = qemu
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -168,15 +185,28 @@ mod tests {
         assert_eq!(clean_line(b"a\tb\x1bcd"), "a\tbd");
     }
 
-    #[test]
-    fn qemu_uses_tcg_and_the_serial_console() {
-        let args: Vec<String> = qemu_command(Path::new("/k"), Path::new("/i"))
+    fn qemu_args(clock: Clock) -> String {
+        let args: Vec<String> = qemu_command(Path::new("/k"), Path::new("/i"), clock)
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let joined = args.join(" ");
+        args.join(" ")
+    }
+
+    #[test]
+    fn qemu_uses_tcg_and_the_serial_console() {
+        let joined = qemu_args(Clock::Host);
         assert!(joined.starts_with("-accel tcg -cpu max -m 1024 -smp 1 -nographic -no-reboot"));
         assert!(joined.contains("-kernel /k -initrd /i"));
         assert!(joined.ends_with("-append console=ttyS0 quiet panic=-1"));
+        assert!(!joined.contains("-icount"), "the host clock unless asked: {joined}");
+    }
+
+    #[test]
+    fn instruction_clock_is_icount_with_shift_0_and_no_sleep() {
+        let joined = qemu_args(Clock::Instructions);
+        assert!(joined.starts_with("-accel tcg "), "icount needs TCG: {joined}");
+        assert!(joined.ends_with("-icount shift=0,sleep=off"), "{joined}");
+        assert_eq!(joined.matches("-icount").count(), 1);
     }
 }
