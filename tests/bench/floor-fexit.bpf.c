@@ -22,8 +22,8 @@
 /* file opens: the kernel's open path, and open_by_handle_at, which does not pass through it */
 EMPTY("fexit/do_filp_open", floor_filp_open)
 EMPTY("fexit/__x64_sys_open_by_handle_at", floor_open_by_handle_at)
-/* network */
-EMPTY("fexit/__x64_sys_connect", floor_connect)
+/* network: the kernel's connect path (connect(2) and io_uring's CONNECT), datagram sends at their syscalls */
+EMPTY("fexit/__sys_connect_file", floor_connect)
 EMPTY("fexit/__x64_sys_sendto", floor_sendto)
 EMPTY("fexit/__x64_sys_sendmsg", floor_sendmsg)
 EMPTY("fexit/__x64_sys_sendmmsg", floor_sendmmsg)
