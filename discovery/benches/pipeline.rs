@@ -98,6 +98,9 @@ fn templates() -> Templates {
                 rec[std::mem::offset_of!(abi::stance_event_header, ret)..][..4]
                     .copy_from_slice(&ret.to_ne_bytes());
             }
+            // Every record the kernel emits with dedup on carries the key it passed, which the
+            // aggregator remembers per edge (pipeline::key_owners): the stream does the same.
+            encode::set_dedup(&mut rec, dedup_key(cg, abi::STANCE_EV_OPEN, i, access));
             t.opens.push(rec);
         }
         for i in 0..CONNECTS_PER_CGROUP {
@@ -114,7 +117,7 @@ fn templates() -> Templates {
                 ..Default::default()
             };
             body.addr[..4].copy_from_slice(&[10, c as u8, (i / 250) as u8, (i % 250) as u8]);
-            t.connects.push(encode::record(
+            let mut rec = encode::record(
                 abi::STANCE_EV_CONNECT,
                 cg,
                 tgid,
@@ -122,7 +125,9 @@ fn templates() -> Templates {
                 0,
                 encode::as_bytes(&body),
                 [actor(c, i).as_bytes(), b"", b"", b""],
-            ));
+            );
+            encode::set_dedup(&mut rec, dedup_key(cg, abi::STANCE_EV_CONNECT, i, sock_type as u32));
+            t.connects.push(rec);
         }
         for i in 0..EXECS_PER_CGROUP {
             let target = format!("/usr/lib/bench-w{c}/libexec/tool-{i}");
@@ -285,6 +290,19 @@ fn main() {
     if let Err(e) = store_bench(windows) {
         println!("store: not measured: {e}");
         println!("bench: store error={e:?}");
+    }
+}
+
+/// A dedup key as the kernel side builds one (userspace only compares keys): the edge's cgroup,
+/// kind and object, and some access bits.
+fn dedup_key(cgroup_id: u64, kind: u32, object: u64, bits: u32) -> abi::stance_dedup_key {
+    abi::stance_dedup_key {
+        cgroup_id,
+        obj_a: object,
+        obj_b: 0,
+        exe_ino: 1 + object % 8,
+        exe_dev: 2,
+        kind_bits: kind << 16 | (bits & 0xffff),
     }
 }
 

@@ -2,6 +2,17 @@
 //! picks up what is already running, starts the pipeline and the control socket, and on
 //! SIGINT/SIGTERM stops in an order that loses nothing already observed.
 
+/// One line of the daemon's report on stdout. Whoever started the daemon may have closed that pipe
+/// since (a test harness or shell that was killed): `println!` would then panic with EPIPE, mid-stop,
+/// before the last flush. The report only informs; the daemon's work must not depend on anyone
+/// reading it, so a line nobody can receive is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -69,16 +80,16 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         wakeup_bytes: u64::from(cfg.ringbuf_bytes / 8),
         self_tgid: std::process::id(),
     })?;
-    println!("stance: observing this host (pid {}), cgroup2 at {}", std::process::id(), mount.display());
+    say!("stance: observing this host (pid {}), cgroup2 at {}", std::process::id(), mount.display());
     for st in &probes.status {
-        println!("  {st}");
+        say!("  {st}");
     }
     let (enforcer, status) = start_enforcer(&mount, &cfg.pin_dir);
     for d in Domain::ALL {
-        println!("  enforcement {d}: {}", status.get(d));
+        say!("  enforcement {d}: {}", status.get(d));
     }
     for note in &status.notes {
-        println!("  enforcement: {note}");
+        say!("  enforcement: {note}");
     }
     let ringbuf = probes.take_ringbuf()?;
     let kernel_losses = probes.take_loss_counters()?;
@@ -135,7 +146,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let enforcement_status = status.clone();
     let mut enforcement = Actor::new(store.clone(), enforcer, status, mount.clone());
     for line in enforcement.restore().await? {
-        println!("  {line}");
+        say!("  {line}");
     }
     let (control, commands) = actor::channel();
     let api_control = control.clone();
@@ -143,13 +154,13 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let enforcement = tokio::spawn(enforcement.run(commands, seen_rx));
     let control_server = match socket {
         Ok(socket) => {
-            println!("  control: listening on {}", socket.path().display());
+            say!("  control: listening on {}", socket.path().display());
             Some(tokio::spawn(server::serve(socket, control, stop_rx.clone())))
         }
         Err(e) => {
             // Observation goes on; only `stance mode` cannot reach this daemon. The handle goes
             // now, so the actor still finishes at stop.
-            println!("  control: unavailable: {}", one_line(&e));
+            say!("  control: unavailable: {}", one_line(&e));
             drop(control);
             None
         }
@@ -167,11 +178,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     let api_server = match start_api(&cfg, api_control, sources, stop_rx.clone()).await {
         Ok((line, server)) => {
-            println!("  {line}");
+            say!("  {line}");
             Some(server)
         }
         Err(e) => {
-            println!("  api: unavailable: {}", one_line(&*e));
+            say!("  api: unavailable: {}", one_line(&*e));
             None
         }
     };
@@ -181,8 +192,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    println!("stance: writing to {}", cfg.db.display());
-    println!(
+    say!("stance: writing to {}", cfg.db.display());
+    say!(
         "stance: see workloads with `stance workloads --db {}`, a graph with `stance graph NAME --db {}`",
         cfg.db.display(),
         cfg.db.display()
@@ -220,7 +231,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         };
         return Err(err.into());
     }
-    println!("stance: stopping; flushing what was observed");
+    say!("stance: stopping; flushing what was observed");
     // Detach first so nothing new arrives, then drain and flush in order.
     drop(probes);
     let _ = stop_tx.send(true);
@@ -263,7 +274,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if let Some(losses) = verdict_stats.losses() {
         warn!("{losses}");
     }
-    println!("stance: stopped; {} events received", stats.received.load(Ordering::Relaxed));
+    say!("stance: stopped; {} events received", stats.received.load(Ordering::Relaxed));
     Ok(())
 }
 

@@ -5,8 +5,9 @@
 mod common;
 
 use std::{
+    io::{BufRead, BufReader},
     net::{TcpListener, UdpSocket},
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -88,4 +89,41 @@ fn repeats_held_in_the_kernel_at_a_clean_stop_are_counted() {
     let list = stance_json(&["workloads", "--db", db.to_str().unwrap(), "-o", "json"]);
     let w = list.as_array().unwrap().iter().find(|w| w["name"] == name.as_str()).expect("workload listed");
     assert_eq!(w["losses"]["total"].as_u64().unwrap_or(0), 0, "{w:#}");
+}
+
+/// Whoever started the daemon may stop reading its output (a killed harness, a closed terminal):
+/// the stop must still flush what was observed and exit cleanly, not die writing its report.
+#[test]
+fn a_stop_with_nobody_reading_the_report_still_flushes() {
+    let tmp = TempDir::new("epipe");
+    let (mut cmd, db, pin_dir) = Daemon::command(tmp.path(), "");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start stance run");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("stance: writing to") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "daemon exited during start");
+    }
+    // The read end closes: every later line of the report fails with EPIPE.
+    drop(out);
+
+    let file = tmp.path().join("seen.txt");
+    std::fs::write(&file, "s").unwrap();
+    let name = workload("epipe");
+    let st = Command::new(STANCE)
+        .args(["launch", "--workload", &name, "--", "/bin/cat"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "workload failed: {st}");
+
+    // SAFETY: kill on the pid of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    assert_eq!(status.code(), Some(0), "daemon exited with {status}");
+    let g = stance_json(&["graph", &name, "--db", db.to_str().unwrap(), "-o", "json"]);
+    let path = file.canonicalize().unwrap().to_string_lossy().into_owned();
+    assert!(labels(&g, "file").contains(&path), "{path} not in the graph: {g:#}");
 }

@@ -57,6 +57,27 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `stance run` with the given TOML config and waits until it is observing.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        let (mut cmd, db, pin_dir) = Daemon::command(dir, config);
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start stance run");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("[daemon] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon { child, db, stdout: Vec::new(), lines: rx, pin_dir };
+        d.wait_for_line("stance: writing to", Duration::from_secs(60));
+        d
+    }
+
+    /// The `stance run` command for a test daemon in `dir` (its database, config, control socket,
+    /// API port and pin directory of its own), with the database's and pin directory's paths.
+    pub fn command(dir: &Path, config: &str) -> (Command, PathBuf, PathBuf) {
         let db = dir.join("stance.db");
         let cfg = dir.join("stance.toml");
         // Each test daemon gets its own control socket, so tests running side by side never meet.
@@ -72,28 +93,9 @@ impl Daemon {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/stance-test-{}-{}", std::process::id(), nanos()));
         config.push_str(&format!("pin_dir = \"{}\"\n", pin_dir.display()));
         std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new(STANCE)
-            .args(["run", "--db"])
-            .arg(&db)
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start stance run");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[daemon] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon { child, db, stdout: Vec::new(), lines: rx, pin_dir };
-        d.wait_for_line("stance: writing to", Duration::from_secs(60));
-        d
+        let mut cmd = Command::new(STANCE);
+        cmd.args(["run", "--db"]).arg(&db).arg("--config").arg(&cfg);
+        (cmd, db, pin_dir)
     }
 
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
