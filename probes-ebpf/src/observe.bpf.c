@@ -69,9 +69,6 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 #define NR_sendmmsg 307
 #define NR_openat2 437
 
-/* Kernel stacks on x86_64 are 16 KiB (without KASAN). */
-#define THREAD_SIZE (4096 << 2)
-
 #define OUT_DATA (4 * STANCE_PATH_MAX + STANCE_PATH_MAX)
 
 struct out_buf {
@@ -125,8 +122,6 @@ struct {
 	__type(value, __u64);
 } unattributed_losses SEC(".maps");
 
-/* Which padding above pt_regs this kernel uses (0, or 16 with FRED); 0xff until found. */
-__u32 regs_pad = 0xff;
 
 static __always_inline void count_loss(__u64 cgroup_id, __u32 reason)
 {
@@ -201,7 +196,8 @@ static __always_inline __u32 put_path(struct builder *b, __u32 idx, struct dentr
 		__u32 __lo = __oa < __ob ? __oa : __ob;                                             \
 		__u32 __hi = __oa < __ob ? __ob + sizeof(vb) : __oa + sizeof(va);                   \
 		if (__hi - __lo <= SPAN) {                                                          \
-			__u8 __buf[SPAN] = {};                                                      \
+			/* Not zeroed first: the helper fills it (zeroes on failure). */         \
+			__u8 __buf[SPAN];                                                           \
 			bpf_probe_read_kernel(__buf, SPAN, (void *)(ptr) + __lo);                   \
 			__builtin_memcpy(&(va), __buf + ((__oa - __lo) & (SPAN - 1)), sizeof(va));  \
 			__builtin_memcpy(&(vb), __buf + ((__ob - __lo) & (SPAN - 1)), sizeof(vb));  \
@@ -445,18 +441,12 @@ static __always_inline __u64 task_cgroup_id(struct task_struct *task)
 /* ---- syscall arguments from the saved user registers ------------------------------------------ */
 
 /*
- * At sys_exit the user registers are still saved at the top of the task's kernel stack. Reading
- * the arguments there saves a sys_enter program (and its hash map) per syscall. orig_ax must equal
- * the syscall number, which tells us the layout guess (padding above pt_regs) is right.
+ * At sys_exit the user registers are still saved on the task's kernel stack, where
+ * bpf_task_pt_regs() finds them (the kernel knows its own stack layout, FRED's included). Reading
+ * the arguments there saves a sys_enter program (and its hash map) per syscall. The helper returns
+ * a BTF pointer, so the registers are plain loads; orig_ax must be this syscall's number.
  */
-/* The tail of x86_64's struct pt_regs from r10 to orig_ax: one read gets every argument register
- * and the syscall number (the layout is the kernel's entry ABI and does not move). */
-struct regs_tail {
-	__u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
-};
-
-/* The six argument registers of the x86_64 syscall ABI, from a struct regs_tail or a struct
- * pt_regs (a macro, as the two types share the field names). */
+/* The six argument registers of the x86_64 syscall ABI, from a struct pt_regs. */
 #define ARGS_FROM(r, args)          \
 	do {                        \
 		(args)[0] = (r)->di;  \
@@ -469,24 +459,11 @@ struct regs_tail {
 
 static __always_inline int syscall_args(struct task_struct *task, long nr, __u64 args[6])
 {
-	void *stack = task->stack;
-	if (!stack)
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs || (long)regs->orig_ax != nr)
 		return -1;
-	__u32 pads[2] = { 0, 16 };
-	for (int i = 0; i < 2; i++) {
-		__u32 pad = regs_pad != 0xff ? regs_pad : pads[i];
-		struct pt_regs *regs = (struct pt_regs *)(stack + THREAD_SIZE - pad) - 1;
-		struct regs_tail t = {};
-		bpf_probe_read_kernel(&t, sizeof(t), &regs->r10);
-		if ((long)t.orig_ax == nr) {
-			regs_pad = pad;
-			ARGS_FROM(&t, args);
-			return 0;
-		}
-		if (regs_pad != 0xff)
-			break;
-	}
-	return -1;
+	ARGS_FROM(regs, args);
+	return 0;
 }
 
 /*
