@@ -9,14 +9,13 @@ guest clock is the busy host's and only ratios measured in that one run mean som
 
 import statistics
 
-from enforce_report import console, fmt_ns
+from enforce_report import ICOUNT_LINE, console, fmt_ns
 
 OVERHEAD_TARGET = 0.03
 # The runs without the daemon are the yardstick: when they differ by more than this between pairs,
 # the emulated machine's speed moved (a busy host) more than any overhead could, and no verdict is given.
 BASELINE_SPREAD_MAX = 0.20
 # What stance-vmtest prints when the guest runs on QEMU's instruction clock (tests/vm/src/main.rs).
-ICOUNT_LINE = "==> guest clock: instructions"
 
 LOOPS = {
     "open": "openat+close (4 files, round-robin)",

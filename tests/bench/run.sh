@@ -21,13 +21,14 @@
 #      so a loop's CPU time per operation is its instruction count, the same in every run).
 #   7. Enforcement, in a VM (this host's kernel refuses BPF-LSM): scenario 39 of tests/vm alone, on
 #      one kernel, with more pairs than `make test` runs: enforced (1,000 file rules) against observe
-#      for openat+close and fork+exec, the two batches of a pair alternating; BPF run time per program.
+#      for openat+close and fork+exec, the two batches of a pair alternating, on the instruction clock
+#      too; BPF run time per program.
 #
 # Environment: BENCH_PAIRS (default 15), BENCH_CPU (the CPU the overhead workloads and the pipeline
 # bench are pinned to; default the last one), BENCH_RUN_SECONDS (length of one run, default 0.5),
 # BENCH_NO_WRITE=1 to print the section instead of writing BENCHMARKS.md; for the VM: BENCH_VM_KERNEL
 # (6.1 or 6.12, default 6.12), BENCH_OBS_VM_PAIRS (scenario 42's pairs, default 5: under icount the
-# pairs agree to a fraction of a percent), BENCH_VM_PAIRS (default 31), BENCH_VM_OPENS (opens per batch, default
+# pairs agree to a fraction of a percent), BENCH_VM_PAIRS (scenario 39's, default 9, on the same clock), BENCH_VM_OPENS (opens per batch, default
 # 5000), BENCH_VM_EXECS (fork+execs per batch, default 30). Needs root.
 set -euo pipefail
 
@@ -40,7 +41,7 @@ CPU=${BENCH_CPU:-$(($(nproc) - 1))}
 RUN_SECONDS=${BENCH_RUN_SECONDS:-0.5}
 MODES=(open forkexec connect)
 VM_KERNEL=${BENCH_VM_KERNEL:-6.12}
-VM_PAIRS=${BENCH_VM_PAIRS:-31}
+VM_PAIRS=${BENCH_VM_PAIRS:-9}
 VM_OPENS=${BENCH_VM_OPENS:-5000}
 VM_EXECS=${BENCH_VM_EXECS:-30}
 OBS_VM_PAIRS=${BENCH_OBS_VM_PAIRS:-5}
@@ -288,9 +289,9 @@ fi
 grep -E '^\[[0-9.]+\] obs-bench:' "$TMP/obs-vm.out" >&2 || true
 
 # --- 7. enforcement, in a VM: nothing else of this run is measuring while it runs ---
-say "enforcement: scenario 39 alone in a $VM_KERNEL VM, $VM_PAIRS pairs per loop ($VM_OPENS opens, $VM_EXECS execs per batch)"
+say "enforcement: scenario 39 alone in a $VM_KERNEL VM on the instruction clock, $VM_PAIRS pairs per loop ($VM_OPENS opens, $VM_EXECS execs per batch)"
 # The VM's console goes to a file (the harness prints every line); its verdict decides.
-if ! "$VMTEST" --kernel "$VM_KERNEL" --filter 39-enforce-bench --scenarios "$ROOT/tests/vm/scenarios" \
+if ! "$VMTEST" --kernel "$VM_KERNEL" --icount --filter 39-enforce-bench --scenarios "$ROOT/tests/vm/scenarios" \
     --bin "$TARGET/release/stance-enforce-test" --bin "$TARGET/release/enforce-probe" \
     --bin "$(command -v bpftool)" --lib-from-ldd --scenario-timeout 3600 \
     --env STANCE_BENCH_PAIRS="$VM_PAIRS" --env STANCE_BENCH_OPENS="$VM_OPENS" \

@@ -45,6 +45,26 @@ pub fn workload(tag: &str) -> String {
     format!("t-{tag}-{}", std::process::id())
 }
 
+/// `stance launch` leaves a workload's cgroup in place when its command exits (a re-launch then
+/// starts inside the same cgroup, enforced from its first instruction if the workload is). The
+/// tests' workloads are named by the test process's pid (`workload`): the empty cgroups of test
+/// processes that are gone are removed, once per test process, so runs do not pile them up.
+fn remove_dead_test_workloads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(mount) = stance::identity::cgroup2_mount() else { return };
+        let Ok(entries) = std::fs::read_dir(mount.join("stance")) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("t-").and_then(|n| n.rsplit('-').next()) else { continue };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                // Fails with EBUSY if something still runs in it: then it stays.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    });
+}
+
 pub struct Daemon {
     pub child: Child,
     pub db: PathBuf,
@@ -78,6 +98,7 @@ impl Daemon {
     /// The `stance run` command for a test daemon in `dir` (its database, config, control socket,
     /// API port and pin directory of its own), with the database's and pin directory's paths.
     pub fn command(dir: &Path, config: &str) -> (Command, PathBuf, PathBuf) {
+        remove_dead_test_workloads();
         let db = dir.join("stance.db");
         let cfg = dir.join("stance.toml");
         // Each test daemon gets its own control socket, so tests running side by side never meet.
