@@ -9,7 +9,7 @@ guest clock is the busy host's and only ratios measured in that one run mean som
 
 import statistics
 
-from enforce_report import ICOUNT_LINE, console, fmt_ns
+from enforce_report import console, fmt_ns
 
 OVERHEAD_TARGET = 0.03
 # The runs without the daemon are the yardstick: when they differ by more than this between pairs,
@@ -30,9 +30,7 @@ def parse(path):
     run: ns per operation per loop, [(loop, program, runs, run time ns)]."""
     pairs, setup, hooks = {}, {}, ""
     op_ns, bpf = {}, []
-    kernel, passed, lines = console(path, "42-observe-bench")
-    with open(path, errors="replace") as f:
-        icount = any(line.startswith(ICOUNT_LINE) for line in f)
+    kernel, passed, lines, icount = console(path, "42-observe-bench")
     for words, text in lines:
         # Older runs printed no floor (7 words); the floor's two figures follow the daemon's.
         if words[0] == "obs-bench-pair:" and len(words) in (7, 9):
