@@ -9,12 +9,14 @@
  * the kernel's own state after the call, never from re-reading what the caller passed (except for
  * failed calls, where no object exists; those are flagged STANCE_F_UNRESOLVED).
  *
- * Opens and network calls are seen at syscall exit by one of two hooks, chosen per family by the
- * loader, never both: fexit programs on the syscalls' x86_64 entry functions (__x64_sys_*), where
- * the kernel allows them, else the syscall exit tracepoints. Attaching any syscall tracepoint puts
- * every syscall of every task on the kernel's slow entry/exit path, whatever the program does; an
- * fexit trampoline costs only the calls it is attached to. Both hand the same handler the return
- * value and the caller's saved registers, so the records are the same whichever hook ran.
+ * Opens and network calls are seen by one of three hooks, chosen per family by the loader, never
+ * two: where fexit loads, in the kernel function every such call passes through (do_filp_open for
+ * opens, __sys_connect_file for connects; io_uring's calls pass there too) with the kernel's own
+ * objects as arguments; else fexit on the syscalls' x86_64 entry functions (__x64_sys_*); else the
+ * syscall exit tracepoints. Attaching any syscall tracepoint puts every syscall of every task on the
+ * kernel's slow entry/exit path, whatever the program does; an fexit trampoline costs only the
+ * calls it is attached to. Every hook of a family hands one function (emit_open, emit_net) what it
+ * saw, so the records are the same whichever hook ran.
  *
  * Repeats are suppressed in the kernel, keyed by (cgroup, kind, object, actor), by a per-CPU cache
  * in front of a per-CPU LRU, so repeated behaviour costs an array lookup and leaves the ring buffer
