@@ -9,15 +9,7 @@
  *
  * No vmlinux.h: an fexit program that never reads its context needs no types, and libbpf finds each
  * target function in the running kernel's BTF by the section name. */
-#include <linux/types.h>
-#include <bpf/bpf_helpers.h>
-
-#define EMPTY(sec, name)      \
-	SEC(sec)              \
-	int name(void *ctx)   \
-	{                     \
-		return 0;     \
-	}
+#include "floor.bpf.h"
 
 /* file opens: the kernel's open path, and open_by_handle_at, which does not pass through it */
 EMPTY("fexit/do_filp_open", floor_filp_open)

@@ -5,15 +5,7 @@
  * once any syscall tracepoint is attached), which no program body can win back. `make bench`
  * measures it next to the daemon so the two can be compared in one run. Keep the list in step with
  * FAMILIES in discovery/src/probes/mod.rs (file opens, network, exec, process lifecycle). */
-#include <linux/types.h>
-#include <bpf/bpf_helpers.h>
-
-#define EMPTY(sec, name)      \
-	SEC(sec)              \
-	int name(void *ctx)   \
-	{                     \
-		return 0;     \
-	}
+#include "floor.bpf.h"
 
 EMPTY("tracepoint/syscalls/sys_exit_open", floor_open)
 EMPTY("tracepoint/syscalls/sys_exit_openat", floor_openat)
