@@ -99,7 +99,9 @@ pub struct EdgeKey {
     /// The object acted on.
     pub target: NodeRef,
     /// Access mode in canonical text: for `open` a comma list of `read`, `write`, `create`,
-    /// `truncate`; for `connect` `tcp`/`udp`/`unix-stream`/`unix-dgram` plus `,send` for a datagram
+    /// `truncate`, and for a change to the name rather than an open, `write` then the change
+    /// (`unlink`, `rename-from`, `rename-to`, `link-from`, `link-to`; a truncate by path is
+    /// `write,truncate` and an mknod `write,create`, like the opens that do the same); for `connect` `tcp`/`udp`/`unix-stream`/`unix-dgram` plus `,send` for a datagram
     /// sent without connect; for `exec` empty or `memfd`; for `capable` empty.
     pub access: String,
     /// `ok` or the errno name (`ENOENT`), or for `capable` `granted`/`denied`.

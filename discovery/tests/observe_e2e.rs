@@ -109,6 +109,64 @@ fn graph_holds_real_absolute_paths_endpoints_and_modes() {
     assert_eq!(code, 0);
 }
 
+/// Enforcement decides renames, links, unlinks, truncates by path and mknods as writes to each name
+/// (a workload that saves a file by renaming a temporary one over it needs write on both names), so
+/// observation must record each name as a write edge saying which change, and nothing for rmdir.
+#[test]
+fn name_changes_are_write_edges_to_each_name() {
+    let tmp = TempDir::new("names");
+    let dir = tmp.path().join("n");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    for f in ["trunc.txt", "x1", "x2"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let dir = dir.canonicalize().unwrap();
+    let daemon = Daemon::start(tmp.path(), FAST_FLUSH);
+    let name = workload("names");
+    let script = repo_root().join("tests/workloads/names.py");
+    let status = Command::new(STANCE)
+        .args(["launch", "--workload", &name, "--", "/usr/bin/python3"])
+        .arg(&script)
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "workload failed: {status}");
+
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let want = [
+        (p("tmp.1"), "write,rename-from", "ok"),
+        (p("dump.rdb"), "write,rename-to", "ok"),
+        (p("dump.rdb"), "write,link-from", "ok"),
+        (p("hard"), "write,link-to", "ok"),
+        (p("hard"), "write,unlink", "ok"),
+        (p("trunc.txt"), "write,truncate", "ok"),
+        (p("fifo"), "write,create", "ok"),
+        (p("x1"), "write,rename-from", "ok"),
+        (p("x2"), "write,rename-to", "ok"),
+        (p("gone"), "write,unlink", "ENOENT"),
+    ];
+    let has = |g: &serde_json::Value, (path, access, result): &(String, &str, &str)| {
+        edges_to(g, path).iter().any(|e| {
+            e["kind"] == "open"
+                && e["access"] == *access
+                && e["result"] == *result
+                && e["actor"].as_str().unwrap_or("").starts_with("/usr/bin/python3")
+        })
+    };
+    let g = wait_graph(&daemon.db, &name, Duration::from_secs(15), |g| want.iter().all(|w| has(g, w)));
+    for w in &want {
+        assert!(has(&g, w), "no edge {w:?} in {:#}", g["edges"]);
+    }
+    assert!(edges_to(&g, &p("sub")).is_empty(), "rmdir recorded: {:#}", g["edges"]);
+    // The file names are absolute: the relative names were joined with the directory the kernel
+    // resolved (the cwd, or the directory fd).
+    for f in labels(&g, "file") {
+        assert!(f.starts_with('/') && !f.contains("/./") && !f.contains("/../"), "{f}");
+    }
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn clean_stop_flushes_what_was_buffered() {
     let tmp = TempDir::new("flush");

@@ -110,16 +110,19 @@ impl Watch {
 fn families_attach_and_report() {
     let p = load();
     let names: Vec<String> = p.status.iter().map(|s| s.to_string()).collect();
-    for fam in ["exec", "file opens", "network", "process lifecycle", "cgroups"] {
+    for fam in ["exec", "file opens", "file name changes", "network", "process lifecycle", "cgroups"] {
         let st = p.status.iter().find(|s| s.family == fam).unwrap();
         assert!(st.is_active() && st.failed.is_empty(), "{names:?}");
     }
-    // Opens and network calls: through fexit where the kernel loads it, else through the syscall
-    // tracepoints, never both; the report names the hook, and says why fexit was passed over.
-    for fam in ["file opens", "network"] {
+    // Opens, name changes and network calls: through fexit where the kernel loads it, else through
+    // the syscall tracepoints, never both; the report names the hook, and says why fexit was passed
+    // over.
+    for fam in ["file opens", "file name changes", "network"] {
         let st = p.status.iter().find(|s| s.family == fam).unwrap();
         match st.hook {
-            Some("fexit") => assert!(st.attached.iter().all(|p| p.starts_with("stance_fx_")), "{st:?}"),
+            Some(h) if h.starts_with("fexit") => {
+                assert!(st.attached.iter().all(|p| p.starts_with("stance_fx_")), "{st:?}")
+            }
             Some("syscall tracepoints") => {
                 assert!(st.attached.iter().all(|p| p.starts_with("stance_exit_")), "{st:?}");
                 assert!(!st.passed_over.is_empty(), "fexit refused without a reason: {st:?}");

@@ -100,6 +100,28 @@ enum stance_access {
 };
 
 /*
+ * What an open record stands for: an open, or a change to a name. Enforcement decides unlink,
+ * rename, link, truncate by path and mknod as writes to every name they remove, replace or create,
+ * so observation records each such name as an open with write access and its operation.
+ */
+enum stance_name_op {
+	STANCE_OP_OPEN = 0,
+	/* unlink(2), unlinkat(2) without AT_REMOVEDIR */
+	STANCE_OP_UNLINK = 1,
+	/* rename(2) and its variants: the old name, and the new one (replaced if it existed) */
+	STANCE_OP_RENAME_FROM = 2,
+	STANCE_OP_RENAME_TO = 3,
+	/* link(2), linkat(2): the existing name, and the new one */
+	STANCE_OP_LINK_FROM = 4,
+	STANCE_OP_LINK_TO = 5,
+	/* truncate(2) by path (access write|truncate) */
+	STANCE_OP_TRUNCATE = 6,
+	/* mknod(2) of a FIFO or regular file (access write|create) */
+	STANCE_OP_MKNOD = 7,
+	STANCE_OP_NR = 8,
+};
+
+/*
  * Key of the kernel's per-CPU dedup cache and LRU: what makes two events repeats of one another.
  * Every record that passed a dedup check carries its key (header.dedup), so userspace can tell
  * which edge a count the kernel still holds belongs to when the daemon stops.
@@ -112,7 +134,7 @@ struct stance_dedup_key {
 	__u64 obj_b;
 	__u64 exe_ino;
 	__u32 exe_dev;
-	/* kind << 16 | access bits (opens, capabilities), kind << 24 | socket type << 16 | errno
+	/* kind << 16 | name op << 8 | access bits (opens), kind << 16 | bits (capabilities), kind << 24 | socket type << 16 | errno
 	 * (network). Never 0 in a real key, so 0 marks a record that passed no dedup check. */
 	__u32 kind_bits;
 };
@@ -183,10 +205,12 @@ struct stance_open_body {
 	__u32 fmode;
 	/* STANCE_ACC_* */
 	__u32 access;
-	/* Which syscall: __NR_open, __NR_openat, ...; STANCE_SYSCALL_UNKNOWN when observed in the
-	 * kernel's open path (do_filp_open), which every open syscall and io_uring's OPENAT reach. */
+	/* Which syscall: __NR_open, __NR_openat, __NR_renameat2, ...; STANCE_SYSCALL_UNKNOWN when
+	 * observed in a kernel function that every such syscall and io_uring reach (do_filp_open, the
+	 * security_path_* hooks). */
 	__u32 syscall_nr;
-	__u32 _pad;
+	/* enum stance_name_op: STANCE_OP_OPEN for an open. */
+	__u32 op;
 };
 
 struct stance_net_body {

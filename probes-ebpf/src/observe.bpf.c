@@ -401,6 +401,27 @@ static __always_inline void dedup_forget(const struct stance_dedup_key *k)
 	bpf_map_delete_elem(&dedup, k);
 }
 
+/*
+ * The dedup check, then the start of the record of an event that passed it: the header with the
+ * result, the repeats the kernel counted and the key, and the acting executable (string 0, so it
+ * comes first). NULL when the event is a repeat, is not observed, or no buffer is at hand.
+ */
+static __always_inline struct out_buf *begin_keyed(__u32 kind, __u64 cgroup_id, struct task_struct *task,
+						  const struct stance_dedup_key *k, long ret, struct builder *b)
+{
+	__u32 repeat = 0;
+	if (!dedup_pass(task, k, &repeat))
+		return NULL;
+	struct out_buf *out = begin(kind, cgroup_id, task, b);
+	if (!out)
+		return NULL;
+	out->hdr.ret = ret;
+	out->hdr.repeat = repeat;
+	put_dedup_key(out, k);
+	put_exe(b, task);
+	return out;
+}
+
 struct hash_ctx {
 	const char *s;
 	__u64 h;
@@ -564,6 +585,10 @@ struct open_seen {
 	/* The filesystem's identity in dedup keys: the superblock's address at the syscall hooks, its
 	 * device number at do_filp_open. */
 	__u64 sb;
+	/* STANCE_OP_OPEN, or the change to a name this record stands for (then access is given in
+	 * name_access rather than derived from flags, and the name is always the caller's). */
+	__u32 op;
+	__u32 name_access;
 };
 
 /* Dedup check and record of an open, however it was hooked. */
@@ -572,7 +597,8 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
 	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
-	__u32 access = o->have_args ? access_from_flags(o->flags) : 0;
+	/* op is a constant wherever this is inlined, so an open pays nothing for names. */
+	__u32 access = o->op ? o->name_access : o->have_args ? access_from_flags(o->flags) : 0;
 	__u32 ulen = 0;
 	__u32 zero = 0;
 	struct ustr_buf *us = NULL;
@@ -600,22 +626,14 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 		k.obj_a = hash_bytes(us->buf, ulen);
 		k.obj_b = ((__u64)(__u32)o->dirfd << 32) | (__u32)(-o->ret);
 	}
-	k.kind_bits = (STANCE_EV_OPEN << 16) | access;
-
-	__u32 repeat = 0;
-	if (!dedup_pass(task, &k, &repeat))
-		return 0;
+	k.kind_bits = (STANCE_EV_OPEN << 16) | (o->op << 8) | access;
 
 	struct builder b;
-	struct out_buf *out = begin(STANCE_EV_OPEN, cgroup_id, task, &b);
+	struct out_buf *out = begin_keyed(STANCE_EV_OPEN, cgroup_id, task, &k, o->ret, &b);
 	if (!out)
 		return 0;
-	out->hdr.ret = o->ret;
-	out->hdr.repeat = repeat;
-	put_dedup_key(out, &k);
 	if (!o->have_args)
 		out->hdr.flags |= STANCE_F_ARGS_UNKNOWN;
-	put_exe(&b, task);
 
 	struct stance_open_body *body = (void *)out->body;
 	struct file *f = o->f;
@@ -625,6 +643,7 @@ static __always_inline int emit_open(struct task_struct *task, __u64 cgroup_id, 
 	body->fmode = o->fmode_later && f ? BPF_CORE_READ(f, f_mode) : o->fmode;
 	body->access = access;
 	body->syscall_nr = o->nr;
+	body->op = o->op;
 
 	if (f) {
 		out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, BPF_CORE_READ(f, f_path.dentry),
@@ -807,6 +826,235 @@ int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const stru
 	return emit_open(task, cgroup_id, &o);
 }
 
+/* ---- name changes: unlink, rename, link, truncate by path, mknod --------------------------------- */
+
+/*
+ * Enforcement decides these as writes to every name they remove, replace or create (enforce.bpf.c,
+ * "names"): a file's content can be replaced or destroyed without opening it. If observation did
+ * not learn them, a workload that saves by writing a temporary file and renaming it over the one it
+ * reads (a database's snapshot, an editor, a package manager) would be denied that rename in
+ * enforce. Each name is recorded as an open record with write access and its operation
+ * (STANCE_OP_*), so the recommender's write rules cover it like any other write; the new name of a
+ * rename or link is not counted as a created file (its name is the fixed one), an mknod's is.
+ *
+ * Where fexit loads, the kernel's security_path_* functions are hooked: every such syscall and
+ * io_uring's UNLINKAT/RENAMEAT/LINKAT/MKNODAT reach them with the resolved dentries, the same place
+ * enforcement's lsm/path_* programs decide (so the two see exactly the same names), before the
+ * change is made. Elsewhere the syscall exit tracepoints record the caller's strings with the
+ * directory they are relative to, as for a failed open (STANCE_F_UNRESOLVED).
+ */
+#define AT_REMOVEDIR 0x200
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+#define S_IFIFO 0010000
+#define S_IFSOCK 0140000
+
+#define NR_rename 82
+#define NR_link 86
+#define NR_unlink 87
+#define NR_mknod 133
+#define NR_truncate 76
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_unlinkat 263
+#define NR_mknodat 259
+#define NR_renameat2 316
+
+#define NAME_WRITE STANCE_ACC_WRITE
+#define NAME_TRUNC (STANCE_ACC_WRITE | STANCE_ACC_TRUNC)
+#define NAME_CREATE (STANCE_ACC_WRITE | STANCE_ACC_CREATE)
+
+/* Only regular files and FIFOs are decided by enforcement's path_mknod (mode 0 is a regular file). */
+static __always_inline int mknod_observed(__u32 mode)
+{
+	__u32 type = mode & S_IFMT;
+	return type == 0 || type == S_IFREG || type == S_IFIFO;
+}
+
+/* One name a syscall changed, as the caller gave it (tracepoint path). */
+static __always_inline int emit_name_str(struct task_struct *task, __u64 cgroup_id, long nr, long ret,
+					 long dirfd, __u64 name, __u32 op, __u32 access)
+{
+	struct open_seen o = { .dirfd = dirfd, .name = (const char *)name, .name_is_user = 1, .have_args = 1,
+			       .nr = nr, .ret = ret < 0 ? ret : 0, .op = op, .name_access = access };
+	return emit_open(task, cgroup_id, &o);
+}
+
+static __always_inline int on_name_exit(long ret, long nr)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 cgroup_id = task_cgroup_id(task);
+	__u64 a[6] = {};
+	if (syscall_args(task, nr, a) < 0) {
+		/* The names cannot be read: say so rather than miss them quietly. */
+		if (!unobserved(task))
+			count_loss(cgroup_id, STANCE_LOSS_READ);
+		return 0;
+	}
+	switch (nr) {
+	case NR_unlink:
+		return emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[0], STANCE_OP_UNLINK, NAME_WRITE);
+	case NR_unlinkat:
+		/* rmdir is not decided by enforcement. */
+		if (a[2] & AT_REMOVEDIR)
+			return 0;
+		return emit_name_str(task, cgroup_id, nr, ret, (int)a[0], a[1], STANCE_OP_UNLINK, NAME_WRITE);
+	case NR_rename:
+		emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[0], STANCE_OP_RENAME_FROM, NAME_WRITE);
+		return emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[1], STANCE_OP_RENAME_TO, NAME_WRITE);
+	case NR_renameat:
+	case NR_renameat2:
+		emit_name_str(task, cgroup_id, nr, ret, (int)a[0], a[1], STANCE_OP_RENAME_FROM, NAME_WRITE);
+		return emit_name_str(task, cgroup_id, nr, ret, (int)a[2], a[3], STANCE_OP_RENAME_TO, NAME_WRITE);
+	case NR_link:
+		emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[0], STANCE_OP_LINK_FROM, NAME_WRITE);
+		return emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[1], STANCE_OP_LINK_TO, NAME_WRITE);
+	case NR_linkat:
+		emit_name_str(task, cgroup_id, nr, ret, (int)a[0], a[1], STANCE_OP_LINK_FROM, NAME_WRITE);
+		return emit_name_str(task, cgroup_id, nr, ret, (int)a[2], a[3], STANCE_OP_LINK_TO, NAME_WRITE);
+	case NR_truncate:
+		return emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[0], STANCE_OP_TRUNCATE, NAME_TRUNC);
+	case NR_mknod:
+		if (!mknod_observed(a[1]))
+			return 0;
+		return emit_name_str(task, cgroup_id, nr, ret, AT_FDCWD, a[0], STANCE_OP_MKNOD, NAME_CREATE);
+	case NR_mknodat:
+		if (!mknod_observed(a[2]))
+			return 0;
+		return emit_name_str(task, cgroup_id, nr, ret, (int)a[0], a[1], STANCE_OP_MKNOD, NAME_CREATE);
+	}
+	return 0;
+}
+
+#define NAME_TP(sys)                                                     \
+	SEC("tracepoint/syscalls/sys_exit_" #sys)                        \
+	int stance_exit_##sys(struct trace_event_raw_sys_exit *ctx)      \
+	{                                                                \
+		return on_name_exit(ctx->ret, NR_##sys);                 \
+	}
+
+NAME_TP(unlink)
+NAME_TP(unlinkat)
+NAME_TP(rename)
+NAME_TP(renameat)
+NAME_TP(renameat2)
+NAME_TP(link)
+NAME_TP(linkat)
+NAME_TP(truncate)
+NAME_TP(mknod)
+NAME_TP(mknodat)
+
+/*
+ * One name as the kernel resolved it (fexit path). Its dedup key is the name in its directory
+ * (the name's hash and the directory's inode), not the inode it names: a rename over a file
+ * replaces that inode every time, and a name being created has none yet.
+ */
+static __noinline int emit_name(struct dentry *dentry, struct vfsmount *mnt, __u32 op, __u32 access, long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!dentry || !mnt)
+		return 0;
+	__u64 cgroup_id = task_cgroup_id(task);
+	__u32 zero = 0;
+	struct ustr_buf *us = bpf_map_lookup_elem(&ustr_scratch, &zero);
+	if (!us)
+		return 0;
+	long n = bpf_probe_read_kernel_str(us->buf, 256, BPF_CORE_READ(dentry, d_name.name));
+	if (n <= 1)
+		return 0;
+	__u32 dev = BPF_CORE_READ(dentry, d_sb, s_dev);
+	ret = ret < 0 ? ret : 0;
+
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
+	k.obj_a = hash_bytes(us->buf, n - 1) ^ ((__u64)dev << 32);
+	k.obj_b = BPF_CORE_READ(dentry, d_parent, d_inode, i_ino) ^ ((__u64)(__u32)-ret << 48);
+	k.kind_bits = (STANCE_EV_OPEN << 16) | (op << 8) | access;
+
+	struct builder b;
+	struct out_buf *out = begin_keyed(STANCE_EV_OPEN, cgroup_id, task, &k, ret, &b);
+	if (!out)
+		return 0;
+	struct stance_open_body *body = (void *)out->body;
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	body->ino = inode ? BPF_CORE_READ(inode, i_ino) : 0;
+	body->dev = dev;
+	body->access = access;
+	body->syscall_nr = STANCE_SYSCALL_UNKNOWN;
+	body->op = op;
+	out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, dentry, mnt, task, STANCE_F_PATH_TRUNC);
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
+}
+
+/* The inode type of an existing name (0 for a name being created). */
+static __always_inline __u32 dentry_type(struct dentry *dentry)
+{
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	return inode ? (BPF_CORE_READ(inode, i_mode) & S_IFMT) : 0;
+}
+
+/* A unix socket's own name is the network domain's, which enforcement's path_unlink leaves alone
+ * (a server removing its stale socket before bind): not a file write to learn. */
+SEC("fexit/security_path_unlink")
+int BPF_PROG(stance_fx_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (dentry_type(dentry) == S_IFSOCK)
+		return 0;
+	return emit_name(dentry, BPF_CORE_READ(dir, mnt), STANCE_OP_UNLINK, NAME_WRITE, ret);
+}
+
+/* The names enforcement's path_rename decides: the old one unless it is a socket, the new one
+ * unless it is (or becomes) one. */
+SEC("fexit/security_path_rename")
+int BPF_PROG(stance_fx_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	int old_socket = dentry_type(old_dentry) == S_IFSOCK;
+	__u32 new_type = dentry_type(new_dentry);
+	if (!old_socket)
+		emit_name(old_dentry, BPF_CORE_READ(old_dir, mnt), STANCE_OP_RENAME_FROM, NAME_WRITE, ret);
+	if (new_type == S_IFSOCK || (new_type == 0 && old_socket))
+		return 0;
+	return emit_name(new_dentry, BPF_CORE_READ(new_dir, mnt), STANCE_OP_RENAME_TO, NAME_WRITE, ret);
+}
+
+SEC("fexit/security_path_link")
+int BPF_PROG(stance_fx_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry,
+	     int ret)
+{
+	/* link(2) never crosses mounts: the old name is on the new one's. */
+	struct vfsmount *mnt = BPF_CORE_READ(new_dir, mnt);
+	emit_name(old_dentry, mnt, STANCE_OP_LINK_FROM, NAME_WRITE, ret);
+	return emit_name(new_dentry, mnt, STANCE_OP_LINK_TO, NAME_WRITE, ret);
+}
+
+/* truncate(2) by path; on kernels before 6.2 also ftruncate(2) and open(O_TRUNC), which reached
+ * this hook then too (enforcement's path_truncate decides them alike). */
+SEC("fexit/security_path_truncate")
+int BPF_PROG(stance_fx_path_truncate, const struct path *path, int ret)
+{
+	return emit_name(BPF_CORE_READ(path, dentry), BPF_CORE_READ(path, mnt), STANCE_OP_TRUNCATE, NAME_TRUNC, ret);
+}
+
+/* An open(O_CREAT) of a new name passes this hook too, as a regular file: that create is the open's
+ * record (do_filp_open), so a regular file is recorded here only when the syscall is not an open. */
+SEC("fexit/security_path_mknod")
+int BPF_PROG(stance_fx_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev,
+	     int ret)
+{
+	if (!mknod_observed(mode))
+		return 0;
+	if ((mode & S_IFMT) != S_IFIFO) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		long nr = regs ? (long)regs->orig_ax : -1;
+		if (nr == NR_open || nr == NR_openat || nr == NR_openat2 || nr == NR_creat)
+			return 0;
+	}
+	return emit_name(dentry, BPF_CORE_READ(dir, mnt), STANCE_OP_MKNOD, NAME_CREATE, ret);
+}
+
 /* ---- connect and datagram sends --------------------------------------------------------------- */
 
 /* Bytes of a destination address the network programs read: up to the end of sockaddr_in6's address. */
@@ -960,18 +1208,10 @@ static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, c
 	k.kind_bits = (kind << 24) | ((sock_type & 0xff) << 16) | ((__u32)-ret & 0xffff);
 	current_exe_id(task, &k.exe_ino, &k.exe_dev);
 
-	__u32 repeat = 0;
-	if (!dedup_pass(task, &k, &repeat))
-		return 0;
-
 	struct builder b;
-	struct out_buf *out = begin(kind, cgroup_id, task, &b);
+	struct out_buf *out = begin_keyed(kind, cgroup_id, task, &k, ret, &b);
 	if (!out)
 		return 0;
-	out->hdr.ret = ret;
-	out->hdr.repeat = repeat;
-	put_dedup_key(out, &k);
-	put_exe(&b, task);
 	if (sock)
 		nb.protocol = BPF_CORE_READ(sock, sk, sk_protocol);
 	__builtin_memcpy(out->body, &nb, sizeof(nb));
@@ -1223,15 +1463,10 @@ static __always_inline int on_capable(struct user_namespace *ns, int cap, unsign
 	struct file *exe = task_exe_file(task);
 	if (exe)
 		file_id(exe, &k.exe_ino, &k.exe_dev);
-	__u32 repeat = 0;
-	if (!dedup_pass(task, &k, &repeat))
-		return 0;
 	struct builder b;
-	struct out_buf *out = begin(STANCE_EV_CAPABLE, cgroup_id, task, &b);
+	struct out_buf *out = begin_keyed(STANCE_EV_CAPABLE, cgroup_id, task, &k, 0, &b);
 	if (!out)
 		return 0;
-	out->hdr.repeat = repeat;
-	put_dedup_key(out, &k);
 	if (level > 0)
 		out->hdr.flags |= STANCE_F_CHILD_USERNS;
 	struct stance_cap_body *body = (void *)out->body;
@@ -1239,7 +1474,6 @@ static __always_inline int on_capable(struct user_namespace *ns, int cap, unsign
 	body->opts = opts;
 	body->userns_inum = userns;
 	body->granted = granted;
-	put_exe(&b, task);
 	if (submit(&b, cgroup_id))
 		dedup_forget(&k);
 	return 0;

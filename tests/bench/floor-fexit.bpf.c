@@ -14,6 +14,12 @@
 /* file opens: the kernel's open path, and open_by_handle_at, which does not pass through it */
 EMPTY("fexit/do_filp_open", floor_filp_open)
 EMPTY("fexit/__x64_sys_open_by_handle_at", floor_open_by_handle_at)
+/* file name changes: the kernel's security_path_* hooks */
+EMPTY("fexit/security_path_unlink", floor_path_unlink)
+EMPTY("fexit/security_path_rename", floor_path_rename)
+EMPTY("fexit/security_path_link", floor_path_link)
+EMPTY("fexit/security_path_truncate", floor_path_truncate)
+EMPTY("fexit/security_path_mknod", floor_path_mknod)
 /* network: the kernel's connect path (connect(2) and io_uring's CONNECT), datagram sends at their syscalls */
 EMPTY("fexit/__sys_connect_file", floor_connect)
 EMPTY("fexit/__x64_sys_sendto", floor_sendto)

@@ -210,6 +210,10 @@ mod tests {
             edge(EdgeKind::Open, py, "/etc/missing.conf", "read", "ENOENT"),
             edge(EdgeKind::Open, py, "/etc/shadow", "read", "EACCES"),
             edge(EdgeKind::Open, py, "/srv/dir", "path", "ok"),
+            // A save by rename: the temporary name and the one it replaces are both written.
+            edge(EdgeKind::Open, py, "/srv/state.tmp", "write,rename-from", "ok"),
+            edge(EdgeKind::Open, py, "/srv/state", "write,rename-to", "ok"),
+            edge(EdgeKind::Open, py, "/srv/gone", "write,unlink", "ENOENT"),
             edge(EdgeKind::Connect, py, "127.0.0.1:8080/tcp", "tcp", "ok"),
             edge(EdgeKind::Connect, py, "10.0.0.2:53/udp", "udp,send", "ok"),
             edge(EdgeKind::Connect, py, "[2001:db8::1]:443/tcp", "tcp", "EINPROGRESS"),
@@ -279,8 +283,10 @@ mod tests {
                 rule("/etc/hosts", true, false),
                 rule("/srv/log", true, true),
                 rule("/srv/out.txt", false, true),
+                rule("/srv/state", false, true),
+                rule("/srv/state.tmp", false, true),
             ],
-            "ENOENT, EACCES and O_PATH opens add nothing"
+            "names changed are written; ENOENT, EACCES and O_PATH opens add nothing"
         );
     }
 

@@ -209,7 +209,7 @@ impl Aggregator {
                     result: "ok".to_owned(),
                 }
             }
-            Body::Open { path, access, .. } => {
+            Body::Open { path, access, op, .. } => {
                 // The record stands for itself and the repeats it reports, and so do later ones.
                 if ev.flags & abi::STANCE_F_PATH_TRUNC != 0 {
                     w.add_loss(Some(cg), LossReason::PathTruncated, count);
@@ -231,7 +231,10 @@ impl Aggregator {
                     kind: EdgeKind::Open,
                     source: actor,
                     target: NodeRef::new(NodeKind::File, path),
-                    access: access_text(access),
+                    access: match op.token() {
+                        Some(token) => format!("{},{token}", access_text(access)),
+                        None => access_text(access),
+                    },
                     result,
                 }
             }
@@ -369,6 +372,7 @@ pub fn capability_name(cap: u32) -> String {
 mod tests {
     use super::*;
     use crate::probes::decode::{decode, encode};
+    use std::collections::BTreeSet;
 
     fn agg() -> Aggregator {
         Aggregator::new(1_000, 64)
@@ -395,6 +399,38 @@ mod tests {
         assert_eq!(read.1.first_seen, 1_000 + 1_000_000_000);
         assert_eq!(read.1.last_seen, 1_000 + 1_000_005_000);
         assert!(a.take_window().is_empty());
+    }
+
+    #[test]
+    fn name_changes_are_write_edges_that_say_which_change() {
+        let mut a = agg();
+        let w = abi::STANCE_ACC_WRITE;
+        for (path, access, op) in [
+            ("/data/temp-1.rdb", w, abi::STANCE_OP_RENAME_FROM),
+            ("/data/dump.rdb", w, abi::STANCE_OP_RENAME_TO),
+            ("/data/old.log", w, abi::STANCE_OP_UNLINK),
+            ("/data/a", w, abi::STANCE_OP_LINK_FROM),
+            ("/data/b", w, abi::STANCE_OP_LINK_TO),
+            ("/data/t", w | abi::STANCE_ACC_TRUNC, abi::STANCE_OP_TRUNCATE),
+            ("/data/fifo", w | abi::STANCE_ACC_CREATE, abi::STANCE_OP_MKNOD),
+        ] {
+            a.ingest(decode(&encode::name_change(9, "/usr/bin/redis", path, access, op)).unwrap());
+        }
+        let got: BTreeSet<(String, String)> =
+            a.take_window().edges.keys().map(|k| (k.target.label.clone(), k.access.clone())).collect();
+        let want: BTreeSet<(String, String)> = [
+            ("/data/temp-1.rdb", "write,rename-from"),
+            ("/data/dump.rdb", "write,rename-to"),
+            ("/data/old.log", "write,unlink"),
+            ("/data/a", "write,link-from"),
+            ("/data/b", "write,link-to"),
+            ("/data/t", "write,truncate"),
+            ("/data/fifo", "write,create"),
+        ]
+        .into_iter()
+        .map(|(p, a)| (p.to_owned(), a.to_owned()))
+        .collect();
+        assert_eq!(got, want);
     }
 
     /// A read open by /bin/x with these record flags.

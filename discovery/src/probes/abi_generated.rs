@@ -52,6 +52,16 @@ pub const STANCE_ACC_WRITE: stance_access = 2;
 pub const STANCE_ACC_CREATE: stance_access = 4;
 pub const STANCE_ACC_TRUNC: stance_access = 8;
 pub type stance_access = ::core::ffi::c_uint;
+pub const STANCE_OP_OPEN: stance_name_op = 0;
+pub const STANCE_OP_UNLINK: stance_name_op = 1;
+pub const STANCE_OP_RENAME_FROM: stance_name_op = 2;
+pub const STANCE_OP_RENAME_TO: stance_name_op = 3;
+pub const STANCE_OP_LINK_FROM: stance_name_op = 4;
+pub const STANCE_OP_LINK_TO: stance_name_op = 5;
+pub const STANCE_OP_TRUNCATE: stance_name_op = 6;
+pub const STANCE_OP_MKNOD: stance_name_op = 7;
+pub const STANCE_OP_NR: stance_name_op = 8;
+pub type stance_name_op = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct stance_dedup_key {
@@ -202,7 +212,7 @@ pub struct stance_open_body {
     pub fmode: __u32,
     pub access: __u32,
     pub syscall_nr: __u32,
-    pub _pad: __u32,
+    pub op: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -217,7 +227,7 @@ const _: () = {
         [::core::mem::offset_of!(stance_open_body, access) - 20usize];
     ["Offset of field: stance_open_body::syscall_nr"]
         [::core::mem::offset_of!(stance_open_body, syscall_nr) - 24usize];
-    ["Offset of field: stance_open_body::_pad"][::core::mem::offset_of!(stance_open_body, _pad) - 28usize];
+    ["Offset of field: stance_open_body::op"][::core::mem::offset_of!(stance_open_body, op) - 28usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -14,6 +14,54 @@ pub enum DecodeError {
     StringsOverrun { claimed: usize, available: usize },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    #[error("unknown name operation {0} in an open record")]
+    UnknownNameOp(u32),
+}
+
+/// What an open record stands for: an open, or a change to a name, which enforcement decides as a
+/// write to that name (`STANCE_OP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameOp {
+    Open,
+    Unlink,
+    RenameFrom,
+    RenameTo,
+    LinkFrom,
+    LinkTo,
+    /// truncate(2) by path
+    Truncate,
+    /// mknod(2) of a FIFO or regular file
+    Mknod,
+}
+
+impl NameOp {
+    pub fn from_abi(op: u32) -> Option<NameOp> {
+        Some(match op {
+            abi::STANCE_OP_OPEN => NameOp::Open,
+            abi::STANCE_OP_UNLINK => NameOp::Unlink,
+            abi::STANCE_OP_RENAME_FROM => NameOp::RenameFrom,
+            abi::STANCE_OP_RENAME_TO => NameOp::RenameTo,
+            abi::STANCE_OP_LINK_FROM => NameOp::LinkFrom,
+            abi::STANCE_OP_LINK_TO => NameOp::LinkTo,
+            abi::STANCE_OP_TRUNCATE => NameOp::Truncate,
+            abi::STANCE_OP_MKNOD => NameOp::Mknod,
+            _ => return None,
+        })
+    }
+
+    /// The token the edge's access text carries after the access bits, for the operations an open's
+    /// flags cannot express (a truncate by path is `write,truncate` and an mknod `write,create`, as
+    /// the opens that do the same to a file).
+    pub const fn token(self) -> Option<&'static str> {
+        match self {
+            NameOp::Open | NameOp::Truncate | NameOp::Mknod => None,
+            NameOp::Unlink => Some("unlink"),
+            NameOp::RenameFrom => Some("rename-from"),
+            NameOp::RenameTo => Some("rename-to"),
+            NameOp::LinkFrom => Some("link-from"),
+            NameOp::LinkTo => Some("link-to"),
+        }
+    }
 }
 
 /// One observation, owned, as the kernel reported it.
@@ -92,6 +140,8 @@ pub enum Body {
         open_flags: u32,
         syscall_nr: u32,
         resolved: bool,
+        /// An open, or the change to a name this record stands for.
+        op: NameOp,
     },
     Connect {
         dest: Destination,
@@ -223,6 +273,7 @@ pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
                 open_flags: b.open_flags,
                 syscall_nr: b.syscall_nr,
                 resolved,
+                op: NameOp::from_abi(b.op).ok_or(DecodeError::UnknownNameOp(b.op))?,
             }
         }
         abi::STANCE_EV_CONNECT | abi::STANCE_EV_SEND => {
@@ -348,7 +399,12 @@ pub mod encode {
     }
 
     pub fn open(cgroup_id: u64, exe: &str, path: &str, access: u32) -> Vec<u8> {
-        let body = abi::stance_open_body { access, syscall_nr: 257, ..Default::default() };
+        name_change(cgroup_id, exe, path, access, abi::STANCE_OP_OPEN)
+    }
+
+    /// An open record of a name change (`op` is a `STANCE_OP_*`), or of an open for STANCE_OP_OPEN.
+    pub fn name_change(cgroup_id: u64, exe: &str, path: &str, access: u32, op: u32) -> Vec<u8> {
+        let body = abi::stance_open_body { access, syscall_nr: 257, op, ..Default::default() };
         record(
             abi::STANCE_EV_OPEN,
             cgroup_id,
@@ -414,6 +470,30 @@ mod tests {
         let ev = decode(&rec).unwrap();
         assert_eq!(ev.ret, -2);
         assert!(matches!(ev.body, Body::Open { ref path, resolved: false, .. } if path == "/etc/x/missing"));
+    }
+
+    #[test]
+    fn name_changes_decode_with_their_operation_and_unknown_ones_are_errors() {
+        let rec = name_change(
+            7,
+            "/usr/bin/redis",
+            "/data/dump.rdb",
+            abi::STANCE_ACC_WRITE,
+            abi::STANCE_OP_RENAME_TO,
+        );
+        match decode(&rec).unwrap().body {
+            Body::Open { path, access, op, .. } => {
+                assert_eq!(path, "/data/dump.rdb");
+                assert_eq!(access, abi::STANCE_ACC_WRITE);
+                assert_eq!(op, NameOp::RenameTo);
+            }
+            other => panic!("{other:?}"),
+        }
+        for op in 0..abi::STANCE_OP_NR {
+            assert!(NameOp::from_abi(op).is_some(), "op {op} has no NameOp");
+        }
+        let bad = name_change(7, "/bin/x", "/y", abi::STANCE_ACC_WRITE, abi::STANCE_OP_NR);
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownNameOp(abi::STANCE_OP_NR)));
     }
 
     #[test]

@@ -218,6 +218,42 @@ const FAMILIES: &[Family] = &[
             },
         ],
     },
+    // Unlink, rename, link, truncate by path and mknod: enforcement decides them as writes to each
+    // name, so they are learned as such. Where fexit loads, in the kernel's security_path_* hooks
+    // (the names resolved, io_uring's too, at the same place enforcement decides); else the
+    // syscalls' exit tracepoints with the caller's strings.
+    Family {
+        name: "file name changes",
+        hooks: &[
+            Hook {
+                label: Some("fexit, security_path_*"),
+                programs: &[
+                    ("stance_fx_path_unlink", Attach::FExit("security_path_unlink")),
+                    ("stance_fx_path_rename", Attach::FExit("security_path_rename")),
+                    ("stance_fx_path_link", Attach::FExit("security_path_link")),
+                    ("stance_fx_path_truncate", Attach::FExit("security_path_truncate")),
+                    ("stance_fx_path_mknod", Attach::FExit("security_path_mknod")),
+                ],
+                strict: true,
+            },
+            Hook {
+                label: None,
+                programs: &[
+                    ("stance_exit_unlink", Attach::TracePoint("syscalls", "sys_exit_unlink")),
+                    ("stance_exit_unlinkat", Attach::TracePoint("syscalls", "sys_exit_unlinkat")),
+                    ("stance_exit_rename", Attach::TracePoint("syscalls", "sys_exit_rename")),
+                    ("stance_exit_renameat", Attach::TracePoint("syscalls", "sys_exit_renameat")),
+                    ("stance_exit_renameat2", Attach::TracePoint("syscalls", "sys_exit_renameat2")),
+                    ("stance_exit_link", Attach::TracePoint("syscalls", "sys_exit_link")),
+                    ("stance_exit_linkat", Attach::TracePoint("syscalls", "sys_exit_linkat")),
+                    ("stance_exit_truncate", Attach::TracePoint("syscalls", "sys_exit_truncate")),
+                    ("stance_exit_mknod", Attach::TracePoint("syscalls", "sys_exit_mknod")),
+                    ("stance_exit_mknodat", Attach::TracePoint("syscalls", "sys_exit_mknodat")),
+                ],
+                strict: false,
+            },
+        ],
+    },
     Family {
         name: "network",
         hooks: &[

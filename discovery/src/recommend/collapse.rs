@@ -288,7 +288,8 @@ fn refused(result: &str) -> bool {
     matches!(result, "EPERM" | "EACCES")
 }
 
-/// (read, write, create) of an open edge's access text (`read,write,create,truncate`, or `path`).
+/// (read, write, create) of an open edge's access text (`read,write,create,truncate`, or `path`;
+/// a name change is `write` plus the change, e.g. `write,rename-to`, and counts as that write).
 fn open_access(access: &str) -> (bool, bool, bool) {
     let (mut read, mut write, mut create) = (false, false, false);
     for part in access.split(',') {

@@ -31,6 +31,7 @@ for fam in "exec: active" "file opens: active" "network: active" "process lifecy
 done
 grep -q "  file opens: active (fexit, do_filp_open)$" /tmp/stance.out || fail "file opens: not observed through fexit on do_filp_open"
 grep -q "  network: active (fexit, __sys_connect_file)$" /tmp/stance.out || fail "network: not observed through fexit on __sys_connect_file"
+grep -q "  file name changes: active (fexit, security_path_\*)$" /tmp/stance.out || fail "file name changes: not observed through fexit on security_path_*"
 # None of the syscall tracepoint programs was even loaded (the loader tries them only when fexit
 # is refused), when bpftool is here to list programs.
 if command -v bpftool >/dev/null; then
@@ -42,10 +43,15 @@ mkdir -p /tmp/obs
 echo hello >/tmp/obs/data.txt
 echo ring >/tmp/obs/uring.txt
 echo again >/tmp/obs/repeat.txt
+echo old >/tmp/obs/trunc.txt
+echo u >/tmp/obs/u.1
+mkdir -p /tmp/obs/sub
 ln -sf /tmp/obs/data.txt /tmp/obs/link
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
     enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
+    echo x >tmp.1 && mv tmp.1 dump.rdb && ln dump.rdb hard && rm hard && rmdir sub && mkfifo fifo
+    enforce-probe truncate /tmp/obs/trunc.txt; enforce-probe uring-rename /tmp/obs/u.1 /tmp/obs/u.2
     i=0; while [ $i -lt 40 ]; do cat /tmp/obs/repeat.txt >/dev/null; i=$((i + 1)); done; true' \
     || fail "workload failed"
 
@@ -56,7 +62,7 @@ while :; do
     echo "$g" | grep -q '"/tmp/obs/data.txt"' && echo "$g" | grep -q 'CAP_CHOWN' &&
         echo "$g" | grep -q '"/tmp/obs/missing.txt"' && echo "$g" | grep -q '"127.0.0.1:9/tcp"' &&
         echo "$g" | grep -q '"127.0.0.1:5353/udp"' && echo "$g" | grep -q '"/tmp/obs/uring.txt"' && echo "$g" | grep -q '"/tmp/obs/uring-missing.txt"' &&
-        echo "$g" | grep -q '"127.0.0.1:7/tcp"' && break
+        echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' && break
     i=$((i + 1))
     [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
     sleep 0.2
@@ -80,6 +86,25 @@ open_edge /bin/busybox && { echo "$g"; fail "the exec of /bin/busybox was record
 # which tries without blocking first: EINPROGRESS or ECONNREFUSED, depending on when the loopback
 # reset arrives; no syscall hook sees this connect at all.)
 echo "ok: io_uring connect results: $(echo "$flat" | grep -o '"target_label":"127.0.0.1:7/tcp"[^}]*"result":"[A-Z0-9a-z]*"' | sed 's/.*"result"://' | tr '\n' ' ')"
+# Name changes, seen in the kernel's security_path_* hooks with the names resolved: each name is a
+# write edge that says which change (shell: mv, ln, rm, mkfifo; truncate(2) by path; io_uring's
+# RENAMEAT, which no syscall hook sees); rmdir is not one.
+name_edge() { echo "$flat" | grep -q "\"target_label\":\"$1\",\"actor\":\"[^\"]*\",\"access\":\"$2\",\"result\":\"$3\"" ||
+    { echo "$g"; fail "no $2 edge ($3) to $1"; }; }
+name_edge /tmp/obs/tmp.1 write,rename-from ok
+name_edge /tmp/obs/dump.rdb write,rename-to ok
+name_edge /tmp/obs/dump.rdb write,link-from ok
+name_edge /tmp/obs/hard write,link-to ok
+name_edge /tmp/obs/hard write,unlink ok
+name_edge /tmp/obs/fifo write,create ok
+name_edge /tmp/obs/trunc.txt write,truncate ok
+name_edge /tmp/obs/u.1 write,rename-from ok
+name_edge /tmp/obs/u.2 write,rename-to ok
+echo "$g" | grep -q '"/tmp/obs/sub"' && { echo "$g"; fail "rmdir was recorded as a name change"; }
+# The shell's create of tmp.1 is the open's edge only (open(O_CREAT) passes security_path_mknod too).
+echo "$flat" | grep -q '"target_label":"/tmp/obs/tmp.1","actor":"[^"]*","access":"write,create","result"' &&
+    { echo "$g"; fail "the create of tmp.1 by open was recorded twice (as an mknod)"; }
+echo "ok: renames (io_uring's too), links, unlinks, truncate by path and mkfifo are write edges to each name"
 echo "ok: graph has /tmp/obs/data.txt, /tmp/obs/missing.txt (ENOENT), /tmp/obs/uring.txt (io_uring), CAP_CHOWN, 127.0.0.1:9/tcp, 127.0.0.1:7/tcp (io_uring) and 127.0.0.1:5353/udp"
 
 kill -TERM "$pid"

@@ -2,8 +2,9 @@
 # The whole enforcement flow through the product: `stance run`, `stance launch`, `stance graph`,
 # `stance mode`, `stance events`, `stance policy`; the policy is the recommender's latest version.
 #
-#  1. observe: a normal run of workload `flow` (reads two files, writes one, runs a binary, connects
-#     to a local TCP port, sends a UDP datagram with sendto, no raw socket) reaches the graph;
+#  1. observe: a normal run of workload `flow` (reads two files, writes one, saves one by writing a
+#     temporary file and renaming it over the file, runs a binary, connects to a local TCP port,
+#     sends a UDP datagram with sendto, no raw socket) reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
 #     stored as a would-deny event, which `stance policy` lists as a proposed addition;
 #  3. enforce: the same normal run succeeds completely; the unaccepted proposal stays denied; then
@@ -28,7 +29,7 @@
 W=flow
 D=/tmp/flow
 rm -f "$DB" "$DB"-*
-mkdir -p $D || fail "mkdir"
+mkdir -p $D/db || fail "mkdir"
 for f in a b secret secret2 new; do echo "$f" >$D/$f; done
 : >$D/out
 # "A binary it runs": a copy of the workload program, which exits 0 without actions.
@@ -41,7 +42,10 @@ srv2=$!
 HELPER_PIDS="$srv1 $srv2"
 await_start /tmp/flow-srv1 '^listening' $srv1 30 "the server on 8040"
 await_start /tmp/flow-srv2 '^listening' $srv2 30 "the server on 8041"
-NORMAL="read $D/a read $D/b write $D/out exec $D/helper connect 127.0.0.1:8040 sendto 127.0.0.1:8042"
+# `save` renames over $D/db/state, which it never opens: only the observed rename earns the write
+# that enforcement's path_rename asks for that name. (In a directory of its own: two names created
+# in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
+NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 sendto 127.0.0.1:8042"
 
 echo "== 1. observe"
 start_daemon
@@ -52,7 +56,7 @@ expect_daemon_line "^  control: listening on "
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
-wait_graph $W $D/a $D/b $D/out $D/helper "$FW" 127.0.0.1:8040/tcp 127.0.0.1:8042/udp
+wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp 127.0.0.1:8042/udp
 
 echo "== 2. audit"
 mode $W audit

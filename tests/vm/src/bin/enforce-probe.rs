@@ -10,6 +10,7 @@
 //!   openat2 PATH                     openat2(2) for reading
 //!   uring-open PATH                  io_uring IORING_OP_OPENAT for reading (raw syscalls)
 //!   uring-connect ADDR PORT          io_uring IORING_OP_CONNECT (TCP)
+//!   uring-rename FROM TO             io_uring IORING_OP_RENAMEAT
 //!   rename FROM TO | link FROM TO    rename(2), link(2)
 //!   unlink PATH | truncate PATH      unlink(2), truncate(2) to 0 bytes by path
 //!   mkfifo PATH                      mknod(2) of a FIFO
@@ -185,6 +186,7 @@ mod uring {
 
     const IORING_OP_CONNECT: u8 = 16;
     const IORING_OP_OPENAT: u8 = 18;
+    const IORING_OP_RENAMEAT: u8 = 35;
     const IORING_OFF_SQ_RING: i64 = 0;
     const IORING_OFF_CQ_RING: i64 = 0x800_0000;
     const IORING_OFF_SQES: i64 = 0x1000_0000;
@@ -263,6 +265,15 @@ mod uring {
         // SAFETY: closing the file the ring opened for us.
         unsafe { libc::close(fd) };
         Ok(())
+    }
+
+    /// A rename through IORING_OP_RENAMEAT: the old directory fd in `fd`, the old path in `addr`,
+    /// the new directory fd in `len`, the new path in `addr2` (`off`), the flags in `rename_flags`.
+    pub fn rename(from: &str, to: &str) -> Outcome {
+        let (f, t) = (cstr(from), cstr(to));
+        let mut e = sqe(IORING_OP_RENAMEAT, libc::AT_FDCWD, f.as_ptr() as u64, t.as_ptr() as u64, 0);
+        e.len = libc::AT_FDCWD as u32;
+        submit_one(e).map(drop)
     }
 
     /// A TCP connect through IORING_OP_CONNECT (the address length travels in `off`).
@@ -581,6 +592,7 @@ fn act(args: &[String]) -> Option<Outcome> {
         }
         ["uring-open", p] => uring::open(p),
         ["uring-connect", h, p] => addr(h, p).and_then(uring::connect),
+        ["uring-rename", from, to] => uring::rename(from, to),
         ["exec", p] => exec(p),
         ["execveat", dir, name] => {
             open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0))

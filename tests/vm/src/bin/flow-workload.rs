@@ -8,6 +8,8 @@
 //!   write PATH         open write-only, create and truncate, and write a line
 //!   exec PATH          run PATH with no arguments and stdin from /dev/null (fork + exec + wait);
 //!                      the action fails unless PATH exits 0
+//!   save PATH          write PATH.tmp (create, truncate), then rename it over PATH: how a database
+//!                      or an editor saves a file it also reads
 //!   connect ADDR:PORT  TCP connect, then close
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
@@ -47,6 +49,12 @@ fn read(path: &str) -> Outcome {
 
 fn write(path: &str) -> Outcome {
     OpenOptions::new().write(true).create(true).truncate(true).open(path)?.write_all(b"flow\n")
+}
+
+fn save(path: &str) -> Outcome {
+    let tmp = format!("{path}.tmp");
+    write(&tmp)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn exec(path: &str) -> Outcome {
@@ -91,6 +99,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
             "raw" => raw,
             "read" => read,
             "write" => write,
+            "save" => save,
             "exec" => exec,
             "connect" => connect,
             "sendto" => sendto,
