@@ -1277,6 +1277,71 @@ int BPF_PROG(stance_fx_connect_file, struct file *file, void *address, int addrl
 	return emit_net(task, task_cgroup_id(task), &seen);
 }
 
+/*
+ * io_uring's SENDMSG, and SEND with a destination, reach the socket layer directly (sock_sendmsg,
+ * __sys_sendmsg_sock: every send of every socket, far too hot to hook), so no syscall hook sees
+ * them. Their issue functions do, once per request. Where a kernel's io_uring lays these out
+ * differently, CO-RE fails the program's load, and the loader falls back to the syscall hooks and
+ * says why. The request's command data (its first member, as io_kiocb_to_cmd() takes it) holds what
+ * the caller gave: the user's msghdr for SENDMSG, the destination's user address and length for
+ * SEND. Local flavors of the kernel's types, so the object builds from any kernel's vmlinux.h.
+ */
+struct io_cqe___stance {
+	__s32 res;
+} __attribute__((preserve_access_index));
+
+struct io_kiocb___stance {
+	struct file *file;
+	struct io_cqe___stance cqe;
+} __attribute__((preserve_access_index));
+
+struct io_sr_msg___stance {
+	struct user_msghdr *umsg;
+	void *addr;
+	__u16 addr_len;
+} __attribute__((preserve_access_index));
+
+/*
+ * The outcome: the function returns 0 once it has put the send's result (bytes or -errno) in the
+ * request's completion, or an error of its own; -EAGAIN means the request was deferred, and its
+ * retry is the one that reports. A 32-bit process's msghdr has another layout: its destination
+ * does not parse as an address, and is not recorded (as at the 64-bit syscall hooks).
+ */
+static __always_inline int on_uring_send(void *req_ptr, int sendmsg, int ret)
+{
+	if (ret == -EAGAIN)
+		return 0;
+	struct io_kiocb___stance *req = req_ptr;
+	struct io_sr_msg___stance *sr = req_ptr;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct net_seen seen = { .kind = STANCE_EV_SEND, .sf = BPF_CORE_READ(req, file), .fd = -1, .addr_is_user = 1 };
+	if (sendmsg) {
+		struct user_msghdr_min m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), BPF_CORE_READ(sr, umsg)))
+			return 0;
+		seen.addr = m.msg_name;
+		seen.addrlen = m.msg_namelen;
+	} else {
+		seen.addr = BPF_CORE_READ(sr, addr);
+		seen.addrlen = BPF_CORE_READ(sr, addr_len);
+	}
+	long res = ret ? ret : BPF_CORE_READ(req, cqe.res);
+	seen.ret = res < 0 ? res : 0;
+	return emit_net(task, task_cgroup_id(task), &seen);
+}
+
+SEC("fexit/io_sendmsg")
+int BPF_PROG(stance_fx_io_sendmsg, void *req, unsigned int issue_flags, int ret)
+{
+	return on_uring_send(req, 1, ret);
+}
+
+SEC("fexit/io_send")
+int BPF_PROG(stance_fx_io_send, void *req, unsigned int issue_flags, int ret)
+{
+	return on_uring_send(req, 0, ret);
+}
+
 SEC("fexit/__x64_sys_sendto")
 int BPF_PROG(stance_fx_sendto, const struct pt_regs *regs, long ret)
 {

@@ -258,7 +258,8 @@ const FAMILIES: &[Family] = &[
         name: "network",
         hooks: &[
             // connect(2) and io_uring's CONNECT in the kernel's connect path, by kernel objects;
-            // datagram sends at their syscalls.
+            // datagram sends at their syscalls, and io_uring's SENDMSG and SEND where it issues
+            // them (they reach the socket layer directly, past every syscall hook).
             Hook {
                 label: Some("fexit, __sys_connect_file"),
                 programs: &[
@@ -266,6 +267,8 @@ const FAMILIES: &[Family] = &[
                     ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
                     ("stance_fx_sendmsg", Attach::FExit("__x64_sys_sendmsg")),
                     ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
+                    ("stance_fx_io_sendmsg", Attach::FExit("io_sendmsg")),
+                    ("stance_fx_io_send", Attach::FExit("io_send")),
                 ],
                 strict: true,
             },

@@ -7,7 +7,8 @@
 # real absolute paths, a failed open with its errno, a TCP connect and a UDP sendto. Opens are
 # hooked in the kernel's open path (do_filp_open) and connects in its connect path
 # (__sys_connect_file), so an io_uring OPENAT and CONNECT, which no syscall hook sees, are in the
-# graph too.
+# graph too, as are io_uring's datagram sends (SENDMSG, SEND with a destination) and name changes
+# (RENAMEAT).
 #
 # Needs `stance` and `enforce-probe` on PATH (stance-vmtest --bin target/release/stance
 # --bin target/release/enforce-probe --lib-from-ldd).
@@ -50,6 +51,7 @@ ln -sf /tmp/obs/data.txt /tmp/obs/link
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
     enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
+    enforce-probe uring-sendmsg 127.0.0.1 5354; enforce-probe uring-sendto 127.0.0.1 5355
     echo x >tmp.1 && mv tmp.1 dump.rdb && ln dump.rdb hard && rm hard && rmdir sub && mkfifo fifo
     enforce-probe truncate /tmp/obs/trunc.txt; enforce-probe uring-rename /tmp/obs/u.1 /tmp/obs/u.2
     i=0; while [ $i -lt 40 ]; do cat /tmp/obs/repeat.txt >/dev/null; i=$((i + 1)); done; true' \
@@ -62,7 +64,8 @@ while :; do
     echo "$g" | grep -q '"/tmp/obs/data.txt"' && echo "$g" | grep -q 'CAP_CHOWN' &&
         echo "$g" | grep -q '"/tmp/obs/missing.txt"' && echo "$g" | grep -q '"127.0.0.1:9/tcp"' &&
         echo "$g" | grep -q '"127.0.0.1:5353/udp"' && echo "$g" | grep -q '"/tmp/obs/uring.txt"' && echo "$g" | grep -q '"/tmp/obs/uring-missing.txt"' &&
-        echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' && break
+        echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' &&
+        echo "$g" | grep -q '"127.0.0.1:5354/udp"' && echo "$g" | grep -q '"127.0.0.1:5355/udp"' && break
     i=$((i + 1))
     [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
     sleep 0.2
@@ -104,6 +107,13 @@ echo "$g" | grep -q '"/tmp/obs/sub"' && { echo "$g"; fail "rmdir was recorded as
 # The shell's create of tmp.1 is the open's edge only (open(O_CREAT) passes security_path_mknod too).
 echo "$flat" | grep -q '"target_label":"/tmp/obs/tmp.1","actor":"[^"]*","access":"write,create","result"' &&
     { echo "$g"; fail "the create of tmp.1 by open was recorded twice (as an mknod)"; }
+# io_uring's SENDMSG and SEND with a destination reach the socket layer past every syscall hook:
+# seen where io_uring issues them, as datagrams sent without connect.
+for port in 5354 5355; do
+    echo "$flat" | grep -q "\"target_label\":\"127.0.0.1:$port/udp\",\"actor\":\"[^\"]*\",\"access\":\"udp,send\",\"result\":\"ok\"" ||
+        { echo "$g"; fail "no udp,send edge to 127.0.0.1:$port from io_uring's $( [ $port = 5354 ] && echo SENDMSG || echo SEND )"; }
+done
+echo "ok: io_uring's SENDMSG and SEND with a destination are datagram sends"
 echo "ok: renames (io_uring's too), links, unlinks, truncate by path and mkfifo are write edges to each name"
 echo "ok: graph has /tmp/obs/data.txt, /tmp/obs/missing.txt (ENOENT), /tmp/obs/uring.txt (io_uring), CAP_CHOWN, 127.0.0.1:9/tcp, 127.0.0.1:7/tcp (io_uring) and 127.0.0.1:5353/udp"
 

@@ -11,6 +11,8 @@
 //!   uring-open PATH                  io_uring IORING_OP_OPENAT for reading (raw syscalls)
 //!   uring-connect ADDR PORT          io_uring IORING_OP_CONNECT (TCP)
 //!   uring-rename FROM TO             io_uring IORING_OP_RENAMEAT
+//!   uring-sendmsg ADDR PORT          io_uring IORING_OP_SENDMSG of a UDP datagram to ADDR (no connect)
+//!   uring-sendto ADDR PORT           io_uring IORING_OP_SEND with a destination (UDP, no connect)
 //!   rename FROM TO | link FROM TO    rename(2), link(2)
 //!   unlink PATH | truncate PATH      unlink(2), truncate(2) to 0 bytes by path
 //!   mkfifo PATH                      mknod(2) of a FIFO
@@ -184,7 +186,9 @@ mod uring {
         flags: u32,
     }
 
+    const IORING_OP_SENDMSG: u8 = 9;
     const IORING_OP_CONNECT: u8 = 16;
+    const IORING_OP_SEND: u8 = 26;
     const IORING_OP_OPENAT: u8 = 18;
     const IORING_OP_RENAMEAT: u8 = 35;
     const IORING_OFF_SQ_RING: i64 = 0;
@@ -276,13 +280,14 @@ mod uring {
         submit_one(e).map(drop)
     }
 
-    /// A TCP connect through IORING_OP_CONNECT (the address length travels in `off`).
-    pub fn connect(to: SocketAddr) -> Outcome {
-        // SAFETY: a socket of the destination's family, closed below.
+    /// A socket of `to`'s family and `kind` (SOCK_STREAM, SOCK_DGRAM), and `to` as a sockaddr.
+    fn socket_for(to: SocketAddr, kind: i32) -> io::Result<(i32, libc::sockaddr_storage, usize)> {
+        // SAFETY: socket(2) with constant arguments; the caller closes the fd.
         let fd = check(unsafe {
             let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-            libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            libc::socket(family, kind | libc::SOCK_CLOEXEC, 0)
         } as libc::c_long)? as i32;
+        // SAFETY: an all-zero sockaddr_storage is a valid value.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let len = match to {
             SocketAddr::V4(a) => {
@@ -309,7 +314,42 @@ mod uring {
                 std::mem::size_of::<libc::sockaddr_in6>()
             }
         };
+        Ok((fd, storage, len))
+    }
+
+    /// A TCP connect through IORING_OP_CONNECT (the address length travels in `off`).
+    pub fn connect(to: SocketAddr) -> Outcome {
+        let (fd, storage, len) = socket_for(to, libc::SOCK_STREAM)?;
         let res = submit_one(sqe(IORING_OP_CONNECT, fd, &storage as *const _ as u64, len as u64, 0));
+        // SAFETY: closing the socket made above.
+        unsafe { libc::close(fd) };
+        res.map(drop)
+    }
+
+    /// One UDP datagram to `to` on an unconnected socket: IORING_OP_SENDMSG with the destination as
+    /// the msghdr's name, or IORING_OP_SEND with it in `addr2` (`off`) and its length in the SQE's
+    /// `addr_len` (bytes 44-45, the low half of `pad[0]`'s upper word).
+    pub fn sendto(to: SocketAddr, msg: bool) -> Outcome {
+        let (fd, mut storage, len) = socket_for(to, libc::SOCK_DGRAM)?;
+        let mut byte = *b"x";
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+        // SAFETY: an all-zero msghdr is a valid value; its pointers are set to live locals below.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = len as u32;
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        let e = if msg {
+            let mut e = sqe(IORING_OP_SENDMSG, fd, &hdr as *const _ as u64, 0, 0);
+            e.len = 1;
+            e
+        } else {
+            let mut e = sqe(IORING_OP_SEND, fd, byte.as_ptr() as u64, &storage as *const _ as u64, 0);
+            e.len = 1;
+            e.pad[0] = (len as u64) << 32;
+            e
+        };
+        let res = submit_one(e);
         // SAFETY: closing the socket made above.
         unsafe { libc::close(fd) };
         res.map(drop)
@@ -593,6 +633,8 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["uring-open", p] => uring::open(p),
         ["uring-connect", h, p] => addr(h, p).and_then(uring::connect),
         ["uring-rename", from, to] => uring::rename(from, to),
+        ["uring-sendmsg", h, p] => addr(h, p).and_then(|a| uring::sendto(a, true)),
+        ["uring-sendto", h, p] => addr(h, p).and_then(|a| uring::sendto(a, false)),
         ["exec", p] => exec(p),
         ["execveat", dir, name] => {
             open_fd(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|fd| execveat(fd, name, 0))
