@@ -1030,11 +1030,27 @@ int BPF_PROG(stance_fx_path_link, struct dentry *old_dentry, const struct path *
 	return emit_name(new_dentry, mnt, STANCE_OP_LINK_TO, NAME_WRITE, ret);
 }
 
-/* truncate(2) by path; on kernels before 6.2 also ftruncate(2) and open(O_TRUNC), which reached
- * this hook then too (enforcement's path_truncate decides them alike). */
+#define NR_ftruncate 77
+
+/* Whether the current task is in an open syscall (or, with ftruncate, ftruncate(2)): then a path
+ * hook below runs for what the open's own record already says. io_uring's opens run elsewhere and
+ * are recorded twice, which only adds a count. */
+static __always_inline int in_open_syscall(int or_ftruncate)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = regs ? (long)regs->orig_ax : -1;
+	return nr == NR_open || nr == NR_openat || nr == NR_openat2 || nr == NR_creat ||
+	       (or_ftruncate && nr == NR_ftruncate);
+}
+
+/* truncate(2) by path. Kernels before 6.2 pass this hook for open(O_TRUNC) and ftruncate(2) too,
+ * on a file the open itself records as written (O_TRUNC, or the write mode ftruncate needs): those
+ * are left to the open, so that its edge's count stays one per open. */
 SEC("fexit/security_path_truncate")
 int BPF_PROG(stance_fx_path_truncate, const struct path *path, int ret)
 {
+	if (in_open_syscall(1))
+		return 0;
 	return emit_name(BPF_CORE_READ(path, dentry), BPF_CORE_READ(path, mnt), STANCE_OP_TRUNCATE, NAME_TRUNC, ret);
 }
 
@@ -1046,12 +1062,8 @@ int BPF_PROG(stance_fx_path_mknod, const struct path *dir, struct dentry *dentry
 {
 	if (!mknod_observed(mode))
 		return 0;
-	if ((mode & S_IFMT) != S_IFIFO) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		long nr = regs ? (long)regs->orig_ax : -1;
-		if (nr == NR_open || nr == NR_openat || nr == NR_openat2 || nr == NR_creat)
-			return 0;
-	}
+	if ((mode & S_IFMT) != S_IFIFO && in_open_syscall(0))
+		return 0;
 	return emit_name(dentry, BPF_CORE_READ(dir, mnt), STANCE_OP_MKNOD, NAME_CREATE, ret);
 }
 
