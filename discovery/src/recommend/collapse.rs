@@ -163,17 +163,21 @@ pub(super) fn collapse(graph: &Graph, fs: &dyn HostFs, actors_are_executables: b
                 }
             }
             NodeKind::File => {
-                let mut u = PathUse { path: &node.label, read: false, write: false, create: false };
+                let mut u =
+                    PathUse { path: &node.label, read: false, write: false, create: false, temporary: false };
                 let mut used = Vec::new();
+                let mut renamed_away = false;
                 for e in incoming.iter().filter(|e| e.kind == EdgeKind::Open && e.result == "ok") {
                     let (r, w, c) = open_access(&e.access);
                     if r || w {
                         u.read |= r;
                         u.write |= w;
                         u.create |= c;
+                        renamed_away |= e.access.split(',').any(|p| p == "rename-from");
                         used.push(*e);
                     }
                 }
+                u.temporary = u.create && renamed_away;
                 if !used.is_empty() {
                     file_uses.push((u, used));
                 }

@@ -19,6 +19,10 @@
 //!   (`MAX_UNOBSERVED_RATIO`): the rule then admits at most as many unobserved entries as observed
 //!   ones, and the workload evidently uses the directory as a whole (a conf.d, a static-site
 //!   directory). Fewer than 4 is not a pattern: three config files stay three exact rules.
+//! - **Temporary names**: a name the workload created and then renamed away (a save written beside
+//!   its file and renamed over it) that carries a number (`state.json.57`: a pid or a counter,
+//!   however short) will differ next run, so it is covered by a one-level write rule on its
+//!   directory. One without a number (`state.tmp`) is the same every time and stays exact.
 //! - **Creating files** under at least `MIN_CREATED` (2) different names in one directory earns a
 //!   one-level write rule there: a workload that creates files under changing names (a cache, a
 //!   spool, logs rotated by date) will create more, and exact rules would deny them.
@@ -204,6 +208,9 @@ pub(super) struct PathUse<'a> {
     pub write: bool,
     /// Some open created the file (O_CREAT on a missing file).
     pub create: bool,
+    /// Created, then renamed away: a temporary name (a save written beside its file and renamed
+    /// over it).
+    pub temporary: bool,
 }
 
 /// The collapsed file rules, each with its breadth when it is a generalisation.
@@ -278,8 +285,9 @@ enum Shape {
 type Planned = BTreeMap<(String, Shape), Option<Breadth>>;
 
 pub(super) fn collapse(uses: &[PathUse<'_>], fs: &dyn HostFs) -> FileRules {
-    let read: Vec<(&str, bool)> = uses.iter().filter(|u| u.read).map(|u| (u.path, false)).collect();
-    let write: Vec<(&str, bool)> = uses.iter().filter(|u| u.write).map(|u| (u.path, u.create)).collect();
+    let read: Vec<Observed> = uses.iter().filter(|u| u.read).map(|u| (u.path, false, false)).collect();
+    let write: Vec<Observed> =
+        uses.iter().filter(|u| u.write).map(|u| (u.path, u.create, u.temporary)).collect();
     let read_plan = plan(&read, fs, false);
     let write_plan = plan(&write, fs, true);
 
@@ -380,16 +388,20 @@ struct DirStat {
     deeper: bool,
 }
 
-/// The rules of one access class. `paths` are (observed path, created).
-fn plan(paths: &[(&str, bool)], fs: &dyn HostFs, write: bool) -> Planned {
+/// An observed path of one access class: (path, created, temporary).
+type Observed<'a> = (&'a str, bool, bool);
+
+/// The rules of one access class.
+fn plan(paths: &[Observed<'_>], fs: &dyn HostFs, write: bool) -> Planned {
     let mut planned = Planned::new();
     // Normalised exact paths → distinct observed originals (a /proc/* rule covers several pids).
     let mut exact: BTreeMap<String, (u64, bool)> = BTreeMap::new();
     // Directory rules forced by random names: dir → (recursive, observed paths).
     let mut forced: BTreeMap<String, (bool, u64)> = BTreeMap::new();
-    for (path, created) in paths {
+    for (path, created, temporary) in paths {
         let normal = normalize_proc(path);
-        if let Some((dir, recursive)) = random_dir(&normal) {
+        let numbered_temporary = || temporary.then(|| numbered_name_dir(&normal)).flatten();
+        if let Some((dir, recursive)) = random_dir(&normal).or_else(numbered_temporary) {
             let e = forced.entry(dir).or_insert((false, 0));
             e.0 |= recursive;
             e.1 += 1;
@@ -522,6 +534,14 @@ fn random_dir(path: &str) -> Option<(String, bool)> {
     Some((dir, recursive))
 }
 
+/// The directory of a path whose last component carries a number (`state.json.57`), as a one-level
+/// rule: for a temporary name, the number is most likely the process id or a counter, and differs
+/// next run however short it is.
+fn numbered_name_dir(path: &str) -> Option<(String, bool)> {
+    let (dir, name) = path.rsplit_once('/')?;
+    (!dir.is_empty() && name.bytes().any(|b| b.is_ascii_digit())).then(|| (dir.to_owned(), false))
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -547,7 +567,10 @@ pub(super) mod tests {
     }
 
     fn reads<'a>(paths: &[&'a str]) -> Vec<PathUse<'a>> {
-        paths.iter().map(|path| PathUse { path, read: true, write: false, create: false }).collect()
+        paths
+            .iter()
+            .map(|path| PathUse { path, read: true, write: false, create: false, temporary: false })
+            .collect()
     }
 
     fn texts(rules: &FileRules) -> Vec<String> {
@@ -639,9 +662,15 @@ pub(super) mod tests {
     #[test]
     fn created_names_earn_a_write_rule_and_read_stays_apart() {
         let uses = [
-            PathUse { path: "/var/cache/app/a", read: false, write: true, create: true },
-            PathUse { path: "/var/cache/app/b", read: true, write: true, create: true },
-            PathUse { path: "/var/cache/app/index", read: true, write: false, create: false },
+            PathUse { path: "/var/cache/app/a", read: false, write: true, create: true, temporary: false },
+            PathUse { path: "/var/cache/app/b", read: true, write: true, create: true, temporary: false },
+            PathUse {
+                path: "/var/cache/app/index",
+                read: true,
+                write: false,
+                create: false,
+                temporary: false,
+            },
         ];
         let fs = FakeFs { children: [("/var/cache/app".into(), 40)].into(), ..FakeFs::default() };
         let rules = collapse(&uses, &fs);
@@ -651,8 +680,28 @@ pub(super) mod tests {
         );
         assert_eq!(rules.rules[0].1.as_ref().unwrap().unobserved, Some(38));
         // One created name is a fixed file (a pid file), not a pattern.
-        let one = [PathUse { path: "/run/app.pid", read: false, write: true, create: true }];
+        let one =
+            [PathUse { path: "/run/app.pid", read: false, write: true, create: true, temporary: false }];
         assert_eq!(texts(&collapse(&one, &fs)), ["file /run/app.pid w"]);
+    }
+
+    #[test]
+    fn numbered_temporaries_earn_their_directory_and_fixed_ones_stay_exact() {
+        let write = |path, create, temporary| PathUse { path, read: false, write: true, create, temporary };
+        let fs = FakeFs {
+            children: [("/var/lib/app".into(), 2), ("/srv/db".into(), 2)].into(),
+            ..FakeFs::default()
+        };
+        // state.json.57 written, renamed over state.json: a short number alone is not random.
+        let uses =
+            [write("/var/lib/app/state.json.57", true, true), write("/var/lib/app/state.json", false, false)];
+        assert_eq!(texts(&collapse(&uses, &fs)), ["file /var/lib/app/* w"]);
+        // The same name, never renamed away, is a file of its own.
+        let kept = [write("/var/lib/app/state.json.57", true, false)];
+        assert_eq!(texts(&collapse(&kept, &fs)), ["file /var/lib/app/state.json.57 w"]);
+        // A temporary without a number is the same name every time.
+        let fixed = [write("/srv/db/state.tmp", true, true), write("/srv/db/state", false, false)];
+        assert_eq!(texts(&collapse(&fixed, &fs)), ["file /srv/db/state w", "file /srv/db/state.tmp w"]);
     }
 
     #[test]
@@ -708,9 +757,9 @@ pub(super) mod tests {
     fn exact_access_covered_by_a_directory_rule_is_dropped() {
         let mut uses: Vec<PathUse> = ["/d/x/1", "/d/x/2", "/d/x/3", "/d/x/4"]
             .iter()
-            .map(|p| PathUse { path: p, read: true, write: false, create: false })
+            .map(|p| PathUse { path: p, read: true, write: false, create: false, temporary: false })
             .collect();
-        uses.push(PathUse { path: "/d/x/5", read: true, write: true, create: false });
+        uses.push(PathUse { path: "/d/x/5", read: true, write: true, create: false, temporary: false });
         let fs = FakeFs { children: [("/d/x".into(), 5)].into(), ..FakeFs::default() };
         let rules = collapse(&uses, &fs);
         assert_eq!(texts(&rules), ["file /d/x/* r", "file /d/x/5 w"]);

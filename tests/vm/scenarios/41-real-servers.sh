@@ -17,11 +17,10 @@
 # Needs (stance-vmtest --file ... --lib-from-ldd): /usr/sbin/nginx, /etc/nginx/mime.types,
 # /usr/bin/redis-server, /usr/bin/redis-cli, /usr/bin/memcached, /usr/bin/curl.
 #
-# Known finding (recommender): redis writes its dump through temp-<pid>.rdb. With a pid of four or
-# more digits the component counts as random and becomes a one-level write rule on /var/lib/redis;
-# with a shorter pid (this scenario alone in a fresh VM, or redis as a low pid in a container) the
-# rule stays exact, the next run's SAVE and shutdown save are refused, and redis will not stop on
-# SIGTERM. Run after the other scenarios, the pids here are past 1000 and it passes.
+# Redis saves by writing temp-<pid>.rdb and renaming it over dump.rdb. The temporary name is random
+# at any pid length (a one-level write rule on /var/lib/redis), and the rename is observed as a
+# write to both names, so the enforced run's SAVE and its save at SIGTERM are allowed, also when
+# this scenario runs alone in a fresh VM with small pids.
 #
 # One daemon start, three servers with two runs each and some sixty client and CLI calls under
 # software emulation.
