@@ -305,12 +305,19 @@ u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); u.bind("rel.sock"); u.lis
 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("rel.sock"); c.close()
 a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a.bind("\0stance-abstract")
 c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.sendto(b"x", "\0stance-abstract"); c.close()
+# Through symlinks, as /dev/log and /var/run/... are: a stream socket's name, and a datagram
+# socket's directory.
+os.symlink("rel.sock", "link.sock")
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("link.sock"); c.close()
+os.mkdir("real"); os.symlink("real", "via")
+d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); d.bind("real/dg.sock")
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.connect("{dir}/via/dg.sock"); c.send(b"x"); c.close()
 print(l6.getsockname()[1], l4.getsockname()[1])
 "#,
         dir = tmp.display()
     );
     let events = python_in_cgroup(&mut w, "net", &code, |evs| {
-        evs.iter().filter(|e| matches!(e.body, Body::Connect { .. })).count() >= 4
+        evs.iter().filter(|e| matches!(e.body, Body::Connect { .. })).count() >= 6
     });
     let dests: Vec<(Destination, bool)> = events
         .iter()
@@ -335,6 +342,22 @@ print(l6.getsockname()[1], l4.getsockname()[1])
         "relative unix path made absolute"
     );
     assert!(dests.contains(&(Destination::UnixAbstract("stance-abstract".to_owned()), true)));
+    // A connect that reached a peer names the path the peer is bound to, which is what enforcement
+    // matches; never the symlink the caller used.
+    let dg = tmp.join("real/dg.sock").to_string_lossy().into_owned();
+    assert!(
+        dests.contains(&(Destination::UnixPath(dg), false)),
+        "datagram connect through a symlinked directory"
+    );
+    let unix: Vec<&Destination> =
+        dests.iter().map(|(d, _)| d).filter(|d| matches!(d, Destination::UnixPath(_))).collect();
+    assert_eq!(unix.iter().filter(|d| ***d == Destination::UnixPath(sock.clone())).count(), 2, "{unix:?}");
+    assert!(
+        !unix
+            .iter()
+            .any(|d| matches!(d, Destination::UnixPath(p) if p.contains("link.sock") || p.contains("/via/"))),
+        "a symlink path became the destination: {unix:?}"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 

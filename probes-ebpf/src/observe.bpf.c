@@ -1227,7 +1227,26 @@ static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, c
 	if (sock)
 		nb.protocol = BPF_CORE_READ(sock, sk, sk_protocol);
 	__builtin_memcpy(out->body, &nb, sizeof(nb));
-	if (family == AF_UNIX && us) {
+	/*
+	 * A unix connect that succeeded reached a peer bound to a path: that path, walked from the
+	 * peer's dentry, is what enforcement's unix hooks match, while the caller's name may be a
+	 * symlink to it (/dev/log, anything under /var/run) or relative to a symlinked directory. The
+	 * connected socket's peer is the listener's new socket (stream), which carries the listener's
+	 * path, or the bound socket itself (datagram). A send names its destination only for itself,
+	 * and a failed connect has no peer: those keep the caller's name.
+	 */
+	struct dentry *peer_dentry = NULL;
+	struct unix_sock *peer = NULL;
+	if (family == AF_UNIX && !abstract && kind == STANCE_EV_CONNECT && ret == 0 && sock) {
+		struct unix_sock *self = (struct unix_sock *)BPF_CORE_READ(sock, sk);
+		peer = (struct unix_sock *)BPF_CORE_READ(self, peer);
+		if (peer)
+			peer_dentry = BPF_CORE_READ(peer, path.dentry);
+	}
+	if (peer_dentry) {
+		out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, peer_dentry, BPF_CORE_READ(peer, path.mnt), task,
+					   STANCE_F_PATH_TRUNC);
+	} else if (family == AF_UNIX && us) {
 		out->hdr.flags |= STANCE_F_UNRESOLVED | (abstract ? STANCE_F_ABSTRACT : 0);
 		put_bytes(&b, STANCE_STR_OBJECT, us->buf, ulen, 0);
 		if (!abstract && ulen > 0 && us->buf[0] != '/')

@@ -3,8 +3,9 @@
 # `stance mode`, `stance events`, `stance policy`; the policy is the recommender's latest version.
 #
 #  1. observe: a normal run of workload `flow` (reads two files, writes one, saves one by writing a
-#     temporary file and renaming it over the file, runs a binary, connects to a local TCP port,
-#     sends a UDP datagram with sendto, no raw socket) reaches the graph;
+#     temporary file and renaming it over the file, runs a binary, connects to a local TCP port
+#     and, through a symlink, to a unix socket, sends a UDP datagram with sendto, no raw socket)
+#     reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
 #     stored as a would-deny event, which `stance policy` lists as a proposed addition;
 #  3. enforce: the same normal run succeeds completely; the unaccepted proposal stays denied; then
@@ -42,10 +43,17 @@ srv2=$!
 HELPER_PIDS="$srv1 $srv2"
 await_start /tmp/flow-srv1 '^listening' $srv1 30 "the server on 8040"
 await_start /tmp/flow-srv2 '^listening' $srv2 30 "the server on 8041"
+# A unix server the workload reaches through a symlink (as /dev/log or /var/run/... are): the peer's
+# bound path is what enforcement matches, so it is what observation must learn.
+enforce-probe serve-unix $D/srv.sock >/tmp/flow-srv3 2>&1 &
+srv3=$!
+HELPER_PIDS="$HELPER_PIDS $srv3"
+await_start /tmp/flow-srv3 '^listening' $srv3 30 "the unix server"
+ln -s srv.sock $D/link.sock || fail "ln"
 # `save` renames over $D/db/state, which it never opens: only the observed rename earns the write
 # that enforcement's path_rename asks for that name. (In a directory of its own: two names created
 # in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
-NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 sendto 127.0.0.1:8042"
+NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock sendto 127.0.0.1:8042"
 
 echo "== 1. observe"
 start_daemon
@@ -56,7 +64,7 @@ expect_daemon_line "^  control: listening on "
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
-wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp 127.0.0.1:8042/udp
+wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock 127.0.0.1:8042/udp
 
 echo "== 2. audit"
 mode $W audit

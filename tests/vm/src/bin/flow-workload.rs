@@ -11,6 +11,7 @@
 //!   save PATH          write PATH.tmp (create, truncate), then rename it over PATH: how a database
 //!                      or an editor saves a file it also reads
 //!   connect ADDR:PORT  TCP connect, then close
+//!   unix PATH          unix stream connect to PATH, then close
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
 //!
@@ -70,6 +71,10 @@ fn connect(target: &str) -> Outcome {
     TcpStream::connect(addr(target)?).map(drop)
 }
 
+fn unix(path: &str) -> Outcome {
+    std::os::unix::net::UnixStream::connect(path).map(drop)
+}
+
 fn sendto(target: &str) -> Outcome {
     let to = addr(target)?;
     let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
@@ -102,6 +107,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
             "save" => save,
             "exec" => exec,
             "connect" => connect,
+            "unix" => unix,
             "sendto" => sendto,
             other => return Err(format!("unknown action {other:?}")),
         };
