@@ -50,6 +50,9 @@ pub enum EdgeKind {
     Connect,
     /// source executable had a capability checked
     Capable,
+    /// source executable had a ptrace access check on a process of the target workload (ptrace(2),
+    /// its /proc/PID files, process_vm_readv, ...)
+    Ptrace,
 }
 
 impl EdgeKind {
@@ -59,6 +62,7 @@ impl EdgeKind {
             EdgeKind::Open => "open",
             EdgeKind::Connect => "connect",
             EdgeKind::Capable => "capable",
+            EdgeKind::Ptrace => "ptrace",
         }
     }
 
@@ -68,6 +72,7 @@ impl EdgeKind {
             "open" => EdgeKind::Open,
             "connect" => EdgeKind::Connect,
             "capable" => EdgeKind::Capable,
+            "ptrace" => EdgeKind::Ptrace,
             _ => return None,
         })
     }

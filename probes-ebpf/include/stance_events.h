@@ -43,6 +43,9 @@ enum stance_event_kind {
 	STANCE_EV_CAPABLE = 7,
 	STANCE_EV_CGROUP_MKDIR = 8,
 	STANCE_EV_CGROUP_RMDIR = 9,
+	/* A ptrace access check on another process: ptrace(2) itself, and reads of its /proc/PID
+	 * files (environ, fd, maps, ...), process_vm_readv, pidfd_getfd, kcmp. */
+	STANCE_EV_PTRACE = 10,
 };
 
 /* Indices into header.len[]: which string is which. */
@@ -243,6 +246,15 @@ struct stance_proc_body {
 	/* exit: the exit code as wait(2) reports it. */
 	__s32 exit_code;
 	__u32 _pad[5];
+};
+
+struct stance_ptrace_body {
+	/* cgroup v2 id of the target process. */
+	__u64 target_cgroup_id;
+	__u32 target_tgid;
+	/* PTRACE_MODE_* as the kernel asked: READ 1, ATTACH 2, FSCREDS 4, REALCREDS 8, NOAUDIT 16. */
+	__u32 mode;
+	__u32 _pad[4];
 };
 
 struct stance_cgroup_body {

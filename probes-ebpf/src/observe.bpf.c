@@ -1543,6 +1543,54 @@ int BPF_PROG(stance_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	return on_cgroup(cgrp, path, STANCE_EV_CGROUP_RMDIR);
 }
 
+/* ---- ptrace and /proc/PID access ------------------------------------------------------------------- */
+
+/*
+ * Enforcement decides every ptrace access check of a workload's process on another process
+ * (ptrace_access_check: ptrace(2), and the PTRACE_MODE_READ checks behind /proc/PID/environ, fd,
+ * maps, process_vm_readv, pidfd_getfd), allowing only targets in the same workload, and only if
+ * the policy says so. Observation records each such check with the target's cgroup and the mode,
+ * so the recommender can say so. The kernel skips the check, and this hook, for the caller's own
+ * thread group.
+ */
+#define PTRACE_MODE_MASK 0x1f
+
+static __always_inline int on_ptrace(struct task_struct *child, unsigned int mode, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 cgroup_id = task_cgroup_id(task);
+	__u64 target_cg = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+	ret = ret < 0 ? ret : 0;
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id, .obj_a = target_cg };
+	k.kind_bits = (STANCE_EV_PTRACE << 16) | ((mode & PTRACE_MODE_MASK) << 8) | ((__u32)-ret & 0xff);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
+	struct builder b;
+	struct out_buf *out = begin_keyed(STANCE_EV_PTRACE, cgroup_id, task, &k, ret, &b);
+	if (!out)
+		return 0;
+	struct stance_ptrace_body *body = (void *)out->body;
+	body->target_cgroup_id = target_cg;
+	body->target_tgid = BPF_CORE_READ(child, tgid);
+	body->mode = mode;
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
+}
+
+SEC("fexit/security_ptrace_access_check")
+int BPF_PROG(stance_fx_ptrace, struct task_struct *child, unsigned int mode, int ret)
+{
+	return on_ptrace(child, mode, ret);
+}
+
+/* Where BPF-LSM runs but fexit does not: the checks the LSMs before this one allowed. */
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(stance_lsm_ptrace, struct task_struct *child, unsigned int mode)
+{
+	on_ptrace(child, mode, 0);
+	return 0;
+}
+
 /* ---- capabilities: only where the kernel lets such a program load ----------------------------- */
 
 static __always_inline int on_capable(struct user_namespace *ns, int cap, unsigned int opts, int granted)

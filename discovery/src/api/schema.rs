@@ -45,7 +45,8 @@ string_enum_schema!(
 );
 const NODE_KINDS: [NodeKind; 5] =
     [NodeKind::Workload, NodeKind::Executable, NodeKind::File, NodeKind::Endpoint, NodeKind::Capability];
-const EDGE_KINDS: [EdgeKind; 4] = [EdgeKind::Exec, EdgeKind::Open, EdgeKind::Connect, EdgeKind::Capable];
+const EDGE_KINDS: [EdgeKind; 5] =
+    [EdgeKind::Exec, EdgeKind::Open, EdgeKind::Connect, EdgeKind::Capable, EdgeKind::Ptrace];
 const WORKLOAD_KINDS: [WorkloadKind; 4] =
     [WorkloadKind::Host, WorkloadKind::Launched, WorkloadKind::Systemd, WorkloadKind::Container];
 

@@ -29,6 +29,8 @@ pub struct PendingEdge {
     pub target: NodeRef,
     pub access: String,
     pub result: String,
+    /// For ptrace: the target's cgroup, whose workload the writer makes the target node.
+    pub target_cgroup: Option<u64>,
 }
 
 /// The last exec of one binary in one cgroup: what the store keeps on the executable node.
@@ -207,6 +209,7 @@ impl Aggregator {
                     target,
                     access: if anonymous { "memfd".to_owned() } else { String::new() },
                     result: "ok".to_owned(),
+                    target_cgroup: None,
                 }
             }
             Body::Open { path, access, op, .. } => {
@@ -236,6 +239,7 @@ impl Aggregator {
                         None => access_text(access),
                     },
                     result,
+                    target_cgroup: None,
                 }
             }
             Body::Connect { dest, sock_type, protocol, send } => {
@@ -247,6 +251,7 @@ impl Aggregator {
                     target: NodeRef::new(NodeKind::Endpoint, label),
                     access: if send { format!("{access},send") } else { access },
                     result,
+                    target_cgroup: None,
                 }
             }
             Body::Capable { cap, granted, child_userns, noaudit } => {
@@ -264,6 +269,22 @@ impl Aggregator {
                     target: NodeRef::new(NodeKind::Capability, capability_name(cap)),
                     access: access.join(","),
                     result: if granted { "granted" } else { "denied" }.to_owned(),
+                    target_cgroup: None,
+                }
+            }
+            Body::Ptrace { target_cgroup, attach, noaudit, .. } => {
+                let mut access = vec![if attach { "attach" } else { "read" }];
+                if noaudit {
+                    access.push("noaudit");
+                }
+                PendingEdge {
+                    cgroup_id: cg,
+                    kind: EdgeKind::Ptrace,
+                    source: actor,
+                    target: NodeRef::new(NodeKind::Workload, WORKLOAD_PLACEHOLDER),
+                    access: access.join(","),
+                    result,
+                    target_cgroup: Some(target_cgroup),
                 }
             }
         };

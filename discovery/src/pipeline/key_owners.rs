@@ -123,6 +123,7 @@ mod tests {
             target: NodeRef::new(NodeKind::File, path),
             access: "read".to_owned(),
             result: "ok".to_owned(),
+            target_cgroup: None,
         }
     }
 

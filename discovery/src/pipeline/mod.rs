@@ -298,14 +298,14 @@ impl Resolution {
                 } else {
                     e.source
                 };
-            let key = EdgeKey {
-                workload,
-                kind: e.kind,
-                source,
-                target: e.target,
-                access: e.access,
-                result: e.result,
+            // A ptrace target is named by its process's workload (resolved, not recorded as seen:
+            // the target did nothing).
+            let target = match e.target_cgroup {
+                Some(tcg) if tcg == e.cgroup_id => NodeRef::new(NodeKind::Workload, workload.clone()),
+                Some(tcg) => NodeRef::new(NodeKind::Workload, self.resolver.resolve(tcg).1.name),
+                None => e.target,
             };
+            let key = EdgeKey { workload, kind: e.kind, source, target, access: e.access, result: e.result };
             edges.entry(key).and_modify(|s| s.merge(stats)).or_insert(stats);
         }
         batch.edges = edges.into_iter().collect();

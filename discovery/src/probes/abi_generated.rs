@@ -26,6 +26,7 @@ pub const STANCE_EV_SEND: stance_event_kind = 6;
 pub const STANCE_EV_CAPABLE: stance_event_kind = 7;
 pub const STANCE_EV_CGROUP_MKDIR: stance_event_kind = 8;
 pub const STANCE_EV_CGROUP_RMDIR: stance_event_kind = 9;
+pub const STANCE_EV_PTRACE: stance_event_kind = 10;
 pub type stance_event_kind = ::core::ffi::c_uint;
 pub const STANCE_STR_EXE: stance_str = 0;
 pub const STANCE_STR_OBJECT: stance_str = 1;
@@ -292,6 +293,27 @@ const _: () = {
     ["Offset of field: stance_proc_body::exit_code"]
         [::core::mem::offset_of!(stance_proc_body, exit_code) - 8usize];
     ["Offset of field: stance_proc_body::_pad"][::core::mem::offset_of!(stance_proc_body, _pad) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct stance_ptrace_body {
+    pub target_cgroup_id: __u64,
+    pub target_tgid: __u32,
+    pub mode: __u32,
+    pub _pad: [__u32; 4usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of stance_ptrace_body"][::core::mem::size_of::<stance_ptrace_body>() - 32usize];
+    ["Alignment of stance_ptrace_body"][::core::mem::align_of::<stance_ptrace_body>() - 8usize];
+    ["Offset of field: stance_ptrace_body::target_cgroup_id"]
+        [::core::mem::offset_of!(stance_ptrace_body, target_cgroup_id) - 0usize];
+    ["Offset of field: stance_ptrace_body::target_tgid"]
+        [::core::mem::offset_of!(stance_ptrace_body, target_tgid) - 8usize];
+    ["Offset of field: stance_ptrace_body::mode"]
+        [::core::mem::offset_of!(stance_ptrace_body, mode) - 12usize];
+    ["Offset of field: stance_ptrace_body::_pad"]
+        [::core::mem::offset_of!(stance_ptrace_body, _pad) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

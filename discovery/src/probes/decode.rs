@@ -157,6 +157,15 @@ pub enum Body {
         child_userns: bool,
         noaudit: bool,
     },
+    /// A ptrace access check on another process.
+    Ptrace {
+        target_cgroup: u64,
+        target_tgid: u32,
+        /// PTRACE_MODE_ATTACH (else PTRACE_MODE_READ).
+        attach: bool,
+        /// PTRACE_MODE_NOAUDIT: a probe by the kernel (e.g. /proc/PID/stat's fields).
+        noaudit: bool,
+    },
     CgroupMkdir {
         id: u64,
         path: String,
@@ -318,6 +327,15 @@ pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
                 Body::CgroupMkdir { id: b.id, path }
             } else {
                 Body::CgroupRmdir { id: b.id, path }
+            }
+        }
+        abi::STANCE_EV_PTRACE => {
+            let b: abi::stance_ptrace_body = read(body_bytes);
+            Body::Ptrace {
+                target_cgroup: b.target_cgroup_id,
+                target_tgid: b.target_tgid,
+                attach: b.mode & 2 != 0,
+                noaudit: b.mode & 16 != 0,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -311,6 +311,21 @@ const FAMILIES: &[Family] = &[
         ],
     },
     Family {
+        name: "ptrace",
+        hooks: &[
+            Hook {
+                label: None,
+                programs: &[("stance_fx_ptrace", Attach::FExit("security_ptrace_access_check"))],
+                strict: true,
+            },
+            Hook {
+                label: None,
+                programs: &[("stance_lsm_ptrace", Attach::Lsm("ptrace_access_check"))],
+                strict: true,
+            },
+        ],
+    },
+    Family {
         name: "cgroups",
         hooks: &[Hook {
             label: None,
