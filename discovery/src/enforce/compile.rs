@@ -15,7 +15,8 @@
 //!   still the workload's normal behaviour), except attempts that were themselves denied (EPERM,
 //!   EACCES). Unix endpoints become unix socket paths (`@name` for the abstract namespace).
 //! - capabilities: every capability whose check was granted.
-//! - ptrace: none.
+//! - ptrace: same-workload when a process of the workload was seen accessing another one of it
+//!   (ptrace(2), /proc/PID files), else none.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -51,6 +52,7 @@ pub fn from_graph(graph: &Graph) -> Policy {
     let mut network = BTreeSet::new();
     let mut unix = BTreeSet::new();
     let mut capabilities = BTreeSet::new();
+    let mut ptrace = PtraceRule::None;
     for edge in &graph.edges {
         match edge.kind {
             EdgeKind::Open if edge.result == "ok" => {
@@ -77,6 +79,10 @@ pub fn from_graph(graph: &Graph) -> Policy {
                     capabilities.insert(cap);
                 }
             }
+            // Of processes of the workload itself: the only ptrace a policy can allow.
+            EdgeKind::Ptrace if edge.result == "ok" && edge.target_label == graph.workload.name => {
+                ptrace = PtraceRule::SameWorkload;
+            }
             _ => {}
         }
     }
@@ -96,7 +102,7 @@ pub fn from_graph(graph: &Graph) -> Policy {
         network: network.into_iter().collect(),
         unix: unix.into_iter().collect(),
         capabilities,
-        ptrace: PtraceRule::None,
+        ptrace,
     }
 }
 
@@ -232,6 +238,7 @@ mod tests {
                     EdgeKind::Open => NodeKind::File,
                     EdgeKind::Connect => NodeKind::Endpoint,
                     EdgeKind::Capable => NodeKind::Capability,
+                    EdgeKind::Ptrace => NodeKind::Workload,
                 };
                 nodes.push(node(kind, &e.target_label));
             }
@@ -315,6 +322,19 @@ mod tests {
         let p = from_graph(&graph());
         assert_eq!(p.capabilities.into_iter().collect::<Vec<_>>(), [10, 41]);
         assert_eq!(p.ptrace, PtraceRule::None);
+    }
+
+    #[test]
+    fn ptrace_within_the_workload_is_learnt_and_of_others_is_not() {
+        let py = "/usr/bin/python3.11";
+        let mut g = graph();
+        assert_eq!(from_graph(&g).ptrace, PtraceRule::None);
+        g.nodes.push(node(NodeKind::Workload, "host"));
+        g.edges.push(edge(EdgeKind::Ptrace, py, "host", "read", "ok"));
+        g.edges.push(edge(EdgeKind::Ptrace, py, "web", "read", "EPERM"));
+        assert_eq!(from_graph(&g).ptrace, PtraceRule::None, "another workload, or refused");
+        g.edges.push(edge(EdgeKind::Ptrace, py, "web", "read", "ok"));
+        assert_eq!(from_graph(&g).ptrace, PtraceRule::SameWorkload);
     }
 
     #[test]

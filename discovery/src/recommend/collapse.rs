@@ -148,6 +148,7 @@ pub(super) fn collapse(graph: &Graph, fs: &dyn HostFs, actors_are_executables: b
 
     let mut parts: Vec<(Rule, Evidence, Option<Breadth>)> = Vec::new();
     let mut file_uses: Vec<(PathUse<'_>, Vec<&GraphEdge>)> = Vec::new();
+    let mut ptrace = Acc::default();
     let mut dests: Vec<(Dest<'_>, &GraphEdge)> = Vec::new();
     let mut unix: BTreeMap<&str, Acc<'_>> = BTreeMap::new();
     let mut caps: BTreeMap<u32, Acc<'_>> = BTreeMap::new();
@@ -198,8 +199,17 @@ pub(super) fn collapse(graph: &Graph, fs: &dyn HostFs, actors_are_executables: b
                     }
                 }
             }
+            // Ptrace of processes of the workload itself: the only kind a policy can allow.
+            NodeKind::Workload if node.label == graph.workload.name => {
+                for e in incoming.iter().filter(|e| e.kind == EdgeKind::Ptrace && e.result == "ok") {
+                    ptrace.add(e);
+                }
+            }
             NodeKind::Workload => {}
         }
+    }
+    if ptrace.hits > 0 {
+        parts.push((Rule::Ptrace, ptrace.evidence(), None));
     }
 
     // Files: collapse, then give each observation's evidence to the rules that cover it.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::enforce::{
-    policy::{ExecRule, FileRule, NetRule},
+    policy::{ExecRule, FileRule, NetRule, PtraceRule},
     Domain, Policy,
 };
 
@@ -18,14 +18,21 @@ pub enum Rule {
     Exec(ExecRule),
     File(FileRule),
     Net(NetRule),
-    Unix { path: String },
-    Capability { number: u32 },
+    Unix {
+        path: String,
+    },
+    Capability {
+        number: u32,
+    },
+    /// Ptrace access (ptrace(2), /proc/PID files, process_vm_readv, ...) to processes of the same
+    /// workload: the policy's `ptrace: same-workload`.
+    Ptrace,
 }
 
 impl Rule {
     pub fn domain(&self) -> Domain {
         match self {
-            Rule::Exec(_) => Domain::Process,
+            Rule::Exec(_) | Rule::Ptrace => Domain::Process,
             Rule::File(_) => Domain::File,
             Rule::Net(_) | Rule::Unix { .. } => Domain::Network,
             Rule::Capability { .. } => Domain::Capabilities,
@@ -76,6 +83,7 @@ impl Rule {
             }
             Rule::Unix { path } => format!("unix {path}"),
             Rule::Capability { number } => format!("capability {}", capability_name(*number)),
+            Rule::Ptrace => "ptrace same-workload".to_owned(),
         }
     }
 
@@ -88,6 +96,7 @@ impl Rule {
             Rule::Net(_) => 'n',
             Rule::Unix { .. } => 'u',
             Rule::Capability { .. } => 'c',
+            Rule::Ptrace => 'p',
         };
         format!("{letter}{:08x}", fnv1a(self.text().as_bytes()) >> 32)
     }
@@ -114,6 +123,9 @@ pub fn rules_of(policy: &Policy) -> Vec<Rule> {
     out.extend(policy.network.iter().cloned().map(Rule::Net));
     out.extend(policy.unix.iter().map(|path| Rule::Unix { path: path.clone() }));
     out.extend(policy.capabilities.iter().map(|number| Rule::Capability { number: *number }));
+    if policy.ptrace == PtraceRule::SameWorkload {
+        out.push(Rule::Ptrace);
+    }
     out
 }
 
@@ -146,6 +158,7 @@ pub fn policy_of(rules: impl IntoIterator<Item = Rule>) -> Policy {
             Rule::Capability { number } => {
                 policy.capabilities.insert(number);
             }
+            Rule::Ptrace => policy.ptrace = PtraceRule::SameWorkload,
         }
     }
     policy.executables = execs

@@ -45,6 +45,7 @@ pub(crate) fn graph_of(edges: &[E<'_>]) -> Graph {
             EdgeKind::Open => NodeKind::File,
             EdgeKind::Connect => NodeKind::Endpoint,
             EdgeKind::Capable => NodeKind::Capability,
+            EdgeKind::Ptrace => NodeKind::Workload,
         };
         let target_id = node(target_kind, target, &mut nodes);
         out.push(GraphEdge {
@@ -132,6 +133,31 @@ fn every_observed_action_has_a_rule_and_nothing_else() {
         ],
         "EACCES, O_PATH, EPERM and denied capabilities add nothing"
     );
+    assert_eq!(rules_of(&rec.policy).len(), rec.rules.len());
+}
+
+#[test]
+fn ptrace_of_the_workloads_own_processes_is_a_rule_with_its_evidence() {
+    use EdgeKind::*;
+    let others =
+        graph_of(&[(Exec, "web", PY, "", "ok", 1, 0, 0), (Ptrace, PY, "host", "read", "ok", 2, 1, 1)]);
+    let rec = recommend(&others, &FakeFs::default());
+    assert!(
+        rec.rules.iter().all(|r| !r.text.starts_with("ptrace")),
+        "another workload's processes: {:#?}",
+        rec.rules
+    );
+    assert_eq!(rec.policy.ptrace, crate::enforce::policy::PtraceRule::None);
+
+    let own = graph_of(&[
+        (Exec, "web", PY, "", "ok", 1, 0, 0),
+        (Ptrace, PY, "web", "read", "ok", 3, 2, 7),
+        (Ptrace, PY, "web", "attach", "EPERM", 1, 8, 8),
+    ]);
+    let rec = recommend(&own, &FakeFs::default());
+    let rule = info(&rec, "ptrace same-workload");
+    assert_eq!(rule.evidence.hits, 3, "the refused attach is not evidence");
+    assert_eq!(rec.policy.ptrace, crate::enforce::policy::PtraceRule::SameWorkload);
     assert_eq!(rules_of(&rec.policy).len(), rec.rules.len());
 }
 
