@@ -53,7 +53,7 @@ ln -s srv.sock $D/link.sock || fail "ln"
 # `save` renames over $D/db/state, which it never opens: only the observed rename earns the write
 # that enforcement's path_rename asks for that name. (In a directory of its own: two names created
 # in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
-NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock sendto 127.0.0.1:8042"
+NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock sendto 127.0.0.1:8042 peek"
 
 echo "== 1. observe"
 start_daemon

@@ -14,6 +14,8 @@
 //!   unix PATH          unix stream connect to PATH, then close
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
+//!   peek               fork a child and read its /proc/PID/environ (a ptrace read check on a
+//!                      process of the same workload), then end it
 //!
 //! Without actions it exits 0 at once (the scenarios exec a copy of it as "a binary it runs").
 //!
@@ -93,6 +95,28 @@ fn raw(_: &str) -> Outcome {
     Ok(())
 }
 
+/// `peek` takes no target.
+fn peek(_: &str) -> Outcome {
+    // SAFETY: fork(2); the child only pauses until the signal below ends it.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if child == 0 {
+        loop {
+            // SAFETY: pause(2) has no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    let read = std::fs::read(format!("/proc/{child}/environ")).map(drop);
+    // SAFETY: ending and reaping the child made above.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    read
+}
+
 type Action<'a> = (&'a str, &'a str, fn(&str) -> Outcome);
 
 /// The actions as (name, target, what to do), or a usage error.
@@ -102,6 +126,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
     while let Some((name, tail)) = rest.split_first() {
         let run: fn(&str) -> Outcome = match name.as_str() {
             "raw" => raw,
+            "peek" => peek,
             "read" => read,
             "write" => write,
             "save" => save,
@@ -113,7 +138,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
         };
         rest = tail;
         let target = match name.as_str() {
-            "raw" => "",
+            "raw" | "peek" => "",
             _ => {
                 let (target, tail) = rest.split_first().ok_or_else(|| format!("{name} needs an argument"))?;
                 rest = tail;
