@@ -27,7 +27,7 @@ until grep -q "stance: writing to" /tmp/stance.out; do
     sleep 0.2
 done
 cat /tmp/stance.out
-for fam in "exec: active" "file opens: active" "network: active" "process lifecycle: active" "cgroups: active" "capabilities: active"; do
+for fam in "exec: active" "file opens: active" "file name changes: active" "network: active" "process lifecycle: active" "cgroups: active" "capabilities: active" "ptrace: active"; do
     grep -q "  $fam" /tmp/stance.out || fail "probe family not active: $fam"
 done
 grep -q "  file opens: active (fexit, do_filp_open)$" /tmp/stance.out || fail "file opens: not observed through fexit on do_filp_open"
