@@ -324,5 +324,8 @@ struct stance_verdict_event {
 /* An exec of an allowed binary, refused because the acting executable is not one of its sources
  * (fromSource). */
 #define STANCE_V_FROM_SOURCE (1 << 10)
+/* With STANCE_V_PTRACE: the target is a process of the same workload (its cgroup has the acting
+ * task's policy), so `ptrace: same-workload` would have allowed it. */
+#define STANCE_V_SAME_WORKLOAD (1 << 11)
 
 #endif /* STANCE_ENFORCE_H */

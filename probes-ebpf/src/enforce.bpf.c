@@ -59,11 +59,6 @@ const volatile __u64 verdict_window_ns = 1000ULL * 1000 * 1000;
 #define FMODE_EXEC 0x20
 /* The open flag the kernel's exec paths use; userspace cannot pass it. */
 #define __FMODE_EXEC 0x20
-#define S_IFMT 00170000
-#define S_IFDIR 0040000
-#define S_IFREG 0100000
-#define S_IFIFO 0010000
-#define S_IFSOCK 0140000
 #define MSG_FASTOPEN 0x20000000
 #define CAP_OPT_NOAUDIT (1 << 1)
 #define PTRACE_MODE_NOAUDIT 0x04
@@ -871,13 +866,6 @@ static __noinline int decide_name_change(struct dentry *dentry, struct vfsmount 
 	return not_allowed(&s);
 }
 
-/* The inode type of an existing name (0 for a name being created). */
-static __always_inline __u32 dentry_type(struct dentry *dentry)
-{
-	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
-	return inode ? (BPF_CORE_READ(inode, i_mode) & S_IFMT) : 0;
-}
-
 /* Creates through open(O_CREAT) and mknod(2). Regular files and FIFOs only: a socket's name is
  * made by bind(2) and its use is the network domain's; device nodes need CAP_MKNOD, which is the
  * capabilities domain's. */
@@ -1080,16 +1068,21 @@ static __noinline int decide_ptrace(struct task_struct *child, unsigned int how)
 	struct subject s = {};
 	if (subject_of_current(&s, STANCE_DOM_PROCESS) <= 0)
 		return ALLOW;
-	struct stance_policy_key pk = { .policy_id = s.cp.policy_id, .rev = s.cp.rev };
-	struct stance_policy_info *info = bpf_map_lookup_elem(&policy_info, &pk);
-	if (info && info->ptrace == STANCE_PTRACE_SAME_WORKLOAD) {
-		__u64 target_cg = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
-		struct stance_cgroup_policy *tp = bpf_map_lookup_elem(&cgroup_policy, &target_cg);
-		if (tp && tp->policy_id == s.cp.policy_id)
+	/* Same workload: the target's cgroup has this workload's policy. */
+	__u64 target_cg = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+	struct stance_cgroup_policy *tp = bpf_map_lookup_elem(&cgroup_policy, &target_cg);
+	int same = tp && tp->policy_id == s.cp.policy_id;
+	if (same) {
+		struct stance_policy_key pk = { .policy_id = s.cp.policy_id, .rev = s.cp.rev };
+		struct stance_policy_info *info = bpf_map_lookup_elem(&policy_info, &pk);
+		if (info && info->ptrace == STANCE_PTRACE_SAME_WORKLOAD)
 			return ALLOW;
 	}
 	__u32 target = BPF_CORE_READ(child, tgid);
-	__u32 vflags = STANCE_V_PTRACE | ((how & PTRACE_MODE_NOAUDIT) ? STANCE_V_NOAUDIT : 0);
+	/* The report says whether the target was in the workload: only then can a proposal (`ptrace
+	 * same-workload`) allow it. */
+	__u32 vflags = STANCE_V_PTRACE | ((how & PTRACE_MODE_NOAUDIT) ? STANCE_V_NOAUDIT : 0) |
+		       (same ? STANCE_V_SAME_WORKLOAD : 0);
 	__u32 repeat = 0;
 	if (report_due(&s, target, how & 0x3, 0, &repeat)) {
 		struct verdict_buf *vb = verdict_begin(&s, vflags, target, repeat);

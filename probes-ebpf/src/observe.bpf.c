@@ -844,10 +844,6 @@ int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const stru
  * directory they are relative to, as for a failed open (STANCE_F_UNRESOLVED).
  */
 #define AT_REMOVEDIR 0x200
-#define S_IFMT 00170000
-#define S_IFREG 0100000
-#define S_IFIFO 0010000
-#define S_IFSOCK 0140000
 
 #define NR_rename 82
 #define NR_link 86
@@ -988,13 +984,6 @@ static __noinline int emit_name(struct dentry *dentry, struct vfsmount *mnt, __u
 	return 0;
 }
 
-/* The inode type of an existing name (0 for a name being created). */
-static __always_inline __u32 dentry_type(struct dentry *dentry)
-{
-	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
-	return inode ? (BPF_CORE_READ(inode, i_mode) & S_IFMT) : 0;
-}
-
 /* A unix socket's own name is the network domain's, which enforcement's path_unlink leaves alone
  * (a server removing its stale socket before bind): not a file write to learn. */
 SEC("fexit/security_path_unlink")
@@ -1090,6 +1079,9 @@ struct net_seen {
 	__u32 addrlen;
 	/* 0, or -errno. */
 	long ret;
+	/* An fexit hook: security_unix_may_send is hooked too, and records the unix datagrams it let
+	 * through by their peer (see stance_fx_unix_may_send). */
+	int peer_hooked;
 };
 
 static __always_inline long read_addr(void *dst, __u32 len, const void *src, int user)
@@ -1110,7 +1102,7 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		return 0;
 
 	struct net_seen seen = { .kind = STANCE_EV_CONNECT, .fd = (int)args[0], .addr_is_user = 1,
-				 .ret = ret < 0 ? ret : 0 };
+				 .ret = ret < 0 ? ret : 0, .peer_hooked = regs != NULL };
 	switch (nr) {
 	case NR_connect:
 		seen.addr = (void *)args[1];
@@ -1160,6 +1152,10 @@ static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, c
 	__u16 family = *(__u16 *)sa;
 	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
 		return 0;
+	/* A unix datagram that was sent passed security_unix_may_send, whose program records it by
+	 * its peer where it is attached. */
+	if (family == AF_UNIX && kind == STANCE_EV_SEND && ret == 0 && seen->peer_hooked)
+		return 0;
 
 	/* The socket's type is part of the key; its protocol is only read for a record. */
 	__u16 sock_type = 0;
@@ -1172,8 +1168,9 @@ static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, c
 		if (sock)
 			sock_type = BPF_CORE_READ(sock, type);
 	}
-	/* A destination on a stream socket's send is ignored by the kernel; connect covers it. */
-	if (kind == STANCE_EV_SEND && sock_type == SOCK_STREAM)
+	/* A destination on a stream or seqpacket socket's send is ignored by the kernel; connect
+	 * covers it. */
+	if (kind == STANCE_EV_SEND && (sock_type == SOCK_STREAM || sock_type == SOCK_SEQPACKET))
 		return 0;
 
 	struct stance_net_body nb = { .family = family, .sock_type = sock_type };
@@ -1345,7 +1342,8 @@ static __always_inline int on_uring_send(void *req_ptr, int sendmsg, int ret)
 	struct io_kiocb___stance *req = req_ptr;
 	struct io_sr_msg___stance *sr = req_ptr;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct net_seen seen = { .kind = STANCE_EV_SEND, .sf = BPF_CORE_READ(req, file), .fd = -1, .addr_is_user = 1 };
+	struct net_seen seen = { .kind = STANCE_EV_SEND, .sf = BPF_CORE_READ(req, file), .fd = -1, .addr_is_user = 1,
+				 .peer_hooked = 1 };
 	if (sendmsg) {
 		struct user_msghdr_min m = {};
 		if (bpf_probe_read_user(&m, sizeof(m), BPF_CORE_READ(sr, umsg)))
@@ -1389,6 +1387,80 @@ SEC("fexit/__x64_sys_sendmmsg")
 int BPF_PROG(stance_fx_sendmmsg, const struct pt_regs *regs, long ret)
 {
 	return on_net_exit(ret, NR_sendmmsg, regs);
+}
+
+/*
+ * Unix datagrams, by the peer the kernel found. Enforcement's unix_may_send matches the path the
+ * receiving socket is bound to (or its abstract name). A send names its destination as the caller
+ * wrote it, which may be a symlink to that path (/dev/log) or relative to a symlinked directory,
+ * and a socket connected before observation started names none at all. security_unix_may_send
+ * runs once the peer is known, for every datagram a unix datagram socket sends, connected or not
+ * (and for io_uring's), so this program records each one it let through by the peer's bound path,
+ * keyed by the socket file's inode so that a repeat costs no path walk. A send it refused, or one
+ * that failed before it, is recorded at the syscall with the caller's name, as a failed connect
+ * is. A datagram connect passes this hook too; the connect's own record covers it.
+ */
+SEC("fexit/security_unix_may_send")
+int BPF_PROG(stance_fx_unix_may_send, struct socket *sock, struct socket *other, int ret)
+{
+	if (ret != 0)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (regs && regs->orig_ax == NR_connect)
+		return 0;
+	struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ(other, sk);
+	if (!peer)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 cgroup_id = task_cgroup_id(task);
+	struct dentry *dentry = BPF_CORE_READ(peer, path.dentry);
+	struct ustr_buf *us = NULL;
+	__u32 ulen = 0;
+	struct stance_dedup_key k = { .cgroup_id = cgroup_id };
+	if (dentry) {
+		struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+		k.obj_a = BPF_CORE_READ(inode, i_ino);
+		k.obj_b = BPF_CORE_READ(inode, i_sb, s_dev);
+	} else {
+		/* An abstract name (autobind's too); an unbound peer (a socketpair's) has none, and
+		 * enforcement lets it through. */
+		struct unix_address *addr = BPF_CORE_READ(peer, addr);
+		if (!addr)
+			return 0;
+		__u32 zero = 0;
+		us = bpf_map_lookup_elem(&ustr_scratch, &zero);
+		if (!us)
+			return 0;
+		/* sun_family (2 bytes), the leading NUL, then the name. */
+		int alen = BPF_CORE_READ(addr, len);
+		ulen = alen > 3 ? alen - 3 : 0;
+		if (ulen > STANCE_UNIX_PATH_MAX - 1)
+			ulen = STANCE_UNIX_PATH_MAX - 1;
+		void *name = (void *)addr + bpf_core_field_offset(struct unix_address, name) + 3;
+		if (ulen && bpf_probe_read_kernel(us->buf, BOUND(ulen, 127), name))
+			return 0;
+		k.obj_a = hash_bytes(us->buf, ulen);
+		k.obj_b = 1;
+	}
+	__u16 sock_type = BPF_CORE_READ(sock, type);
+	k.kind_bits = (STANCE_EV_SEND << 24) | ((sock_type & 0xff) << 16);
+	current_exe_id(task, &k.exe_ino, &k.exe_dev);
+	struct builder b;
+	struct out_buf *out = begin_keyed(STANCE_EV_SEND, cgroup_id, task, &k, 0, &b);
+	if (!out)
+		return 0;
+	struct stance_net_body nb = { .family = AF_UNIX, .sock_type = sock_type };
+	__builtin_memcpy(out->body, &nb, sizeof(nb));
+	if (dentry) {
+		out->hdr.flags |= put_path(&b, STANCE_STR_OBJECT, dentry, BPF_CORE_READ(peer, path.mnt), task,
+					   STANCE_F_PATH_TRUNC);
+	} else {
+		out->hdr.flags |= STANCE_F_ABSTRACT;
+		put_bytes(&b, STANCE_STR_OBJECT, us->buf, ulen, 0);
+	}
+	if (submit(&b, cgroup_id))
+		dedup_forget(&k);
+	return 0;
 }
 
 /* ---- process lifecycle ------------------------------------------------------------------------ */

@@ -31,6 +31,20 @@
 #define STANCE_PROC_SUPER_MAGIC 0x9fa0
 #endif
 
+/* Inode types (i_mode & S_IFMT), which vmlinux.h does not define. */
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+#define S_IFREG 0100000
+#define S_IFIFO 0010000
+#define S_IFSOCK 0140000
+
+/* The inode type of an existing name (0 for a name being created). */
+static __always_inline __u32 dentry_type(struct dentry *dentry)
+{
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	return inode ? (BPF_CORE_READ(inode, i_mode) & S_IFMT) : 0;
+}
+
 #define WALK_BUF (STANCE_PATH_MAX + 256)
 #define MAX_COMPONENTS 2048
 

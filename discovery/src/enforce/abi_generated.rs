@@ -31,6 +31,7 @@ pub const STANCE_V_SOCK_ADDR: u32 = 128;
 pub const STANCE_V_PTRACE: u32 = 256;
 pub const STANCE_V_CGROUP_MOVE: u32 = 512;
 pub const STANCE_V_FROM_SOURCE: u32 = 1024;
+pub const STANCE_V_SAME_WORKLOAD: u32 = 2048;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u16 = ::core::ffi::c_ushort;
 pub type __u32 = ::core::ffi::c_uint;

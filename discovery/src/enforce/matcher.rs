@@ -155,6 +155,12 @@ impl Matcher {
     pub fn capability(&self, cap: u32) -> bool {
         cap < 64 && (self.rules.caps_allowed >> cap) & 1 == 1
     }
+
+    /// A ptrace access check (ptrace(2), another process's /proc/PID files, ...) on a process of
+    /// the same workload or not. True: allowed.
+    pub fn ptrace(&self, same_workload: bool) -> bool {
+        same_workload && self.rules.ptrace == abi::STANCE_PTRACE_SAME_WORKLOAD
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub struct Verdict {
     /// fallback, which cannot read it).
     pub exe: String,
     /// What was refused: a file path, a binary (or `memfd:NAME`), `1.2.3.4:80/tcp`,
-    /// `[::1]:53/udp`, `unix:/x` or `unix:@n`, `CAP_NET_RAW`, or `ptrace pid N (comm)`.
+    /// `[::1]:53/udp`, `unix:/x` or `unix:@n`, `CAP_NET_RAW`, or `ptrace pid N (comm)` (`ptrace
+    /// same-workload pid N (comm)` when the target was a process of the same workload).
     pub object: String,
     /// file: STANCE_ACC_READ / STANCE_ACC_WRITE asked for; 0 otherwise.
     pub access: u32,
@@ -66,6 +67,10 @@ impl Verdict {
         self.flags & abi::STANCE_V_FROM_SOURCE != 0
     }
 }
+
+/// How the object of a ptrace verdict starts when the target was a process of the same workload
+/// (which `ptrace same-workload` would allow); `ptrace pid N (comm)` otherwise.
+pub const PTRACE_SAME_WORKLOAD: &str = "ptrace same-workload ";
 
 /// The policy id the start-up canary uses; its verdicts are not a workload's.
 pub const CANARY_POLICY_ID: u32 = u32::MAX;
@@ -110,7 +115,8 @@ pub fn decode(rec: &[u8]) -> Result<Verdict, VerdictError> {
         }
         Domain::Process if has(abi::STANCE_V_PTRACE) => {
             // The object is the target's comm, detail its tgid.
-            format!("ptrace pid {} ({})", ev.detail, text(raw_object))
+            let who = if has(abi::STANCE_V_SAME_WORKLOAD) { PTRACE_SAME_WORKLOAD } else { "ptrace " };
+            format!("{who}pid {} ({})", ev.detail, text(raw_object))
         }
         Domain::Process => text(raw_object),
         Domain::Capabilities => capability_name(ev.detail),
@@ -263,6 +269,11 @@ mod tests {
         ev.detail = 4242;
         ev.flags = abi::STANCE_V_PTRACE;
         assert_eq!(decode(&record(ev, b"sleep", b"/app")).unwrap().object, "ptrace pid 4242 (sleep)");
+        ev.flags |= abi::STANCE_V_SAME_WORKLOAD;
+        assert_eq!(
+            decode(&record(ev, b"sleep", b"/app")).unwrap().object,
+            "ptrace same-workload pid 4242 (sleep)"
+        );
     }
 
     #[test]

@@ -259,7 +259,8 @@ const FAMILIES: &[Family] = &[
         hooks: &[
             // connect(2) and io_uring's CONNECT in the kernel's connect path, by kernel objects;
             // datagram sends at their syscalls, and io_uring's SENDMSG and SEND where it issues
-            // them (they reach the socket layer directly, past every syscall hook).
+            // them (they reach the socket layer directly, past every syscall hook); unix datagrams
+            // where the kernel found their peer (security_unix_may_send), by its bound path.
             Hook {
                 label: Some("fexit, __sys_connect_file"),
                 programs: &[
@@ -269,6 +270,7 @@ const FAMILIES: &[Family] = &[
                     ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
                     ("stance_fx_io_sendmsg", Attach::FExit("io_sendmsg")),
                     ("stance_fx_io_send", Attach::FExit("io_send")),
+                    ("stance_fx_unix_may_send", Attach::FExit("security_unix_may_send")),
                 ],
                 strict: true,
             },
@@ -279,6 +281,7 @@ const FAMILIES: &[Family] = &[
                     ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
                     ("stance_fx_sendmsg", Attach::FExit("__x64_sys_sendmsg")),
                     ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
+                    ("stance_fx_unix_may_send", Attach::FExit("security_unix_may_send")),
                 ],
                 strict: true,
             },

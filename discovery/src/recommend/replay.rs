@@ -3,7 +3,8 @@
 //! 38). Lists what the version would deny.
 //!
 //! The behaviour replayed is what the recommender learns from: successful opens with their access,
-//! execs, connects and sends (not those refused for policy reasons), granted capability checks.
+//! execs, connects and sends (not those refused for policy reasons), granted capability checks,
+//! successful ptrace access checks.
 //! An edge aggregates every observation of one action, so an edge is replayed once and its hit
 //! count says how often the action happened; `--since`/`--until` keep the edges whose span of
 //! observations overlaps the interval.
@@ -111,6 +112,10 @@ pub fn replay(
             EdgeKind::Capable if e.result == "granted" => {
                 capability_number(&e.target_label).map(|cap| (Domain::Capabilities, m.capability(cap)))
             }
+            // A ptrace edge points to the target's workload node.
+            EdgeKind::Ptrace if e.result == "ok" => {
+                Some((Domain::Process, m.ptrace(e.target_label == graph.workload.name)))
+            }
             _ => None,
         };
         let Some((domain, allowed)) = verdict else { continue };
@@ -188,6 +193,8 @@ mod tests {
             (Connect, PY, "10.0.0.1:5432/tcp", "tcp", "ok", 4, 3, 3),
             (Connect, PY, "unix:/run/app.sock", "unix-stream", "ok", 1, 3, 3),
             (Capable, PY, "CAP_NET_BIND_SERVICE", "", "granted", 1, 3, 3),
+            // Its own child's /proc/PID/fd.
+            (Ptrace, PY, "web", "read", "ok", 2, 3, 3),
         ])
     }
 
@@ -197,8 +204,9 @@ mod tests {
         let fs = FakeFs { children: [("/etc/app".into(), 5)].into(), ..FakeFs::default() };
         let rec = recommend(&g, &fs);
         assert!(rec.rules.iter().any(|r| r.text == "file /etc/app/* r"));
+        assert!(rec.rules.iter().any(|r| r.text == "ptrace same-workload"));
         let (checked, denied) = replay(&rec.policy, &g, None, None).unwrap();
-        assert_eq!(checked, 11);
+        assert_eq!(checked, 12);
         assert!(denied.is_empty(), "{denied:#?}");
     }
 
@@ -220,9 +228,14 @@ mod tests {
             (Open, PY, "/usr/bin/python3", "write", "ok", 1, 24, 24),
             (Connect, PY, "10.0.0.1:4444/tcp", "tcp", "ok", 1, 25, 25),
             (Capable, PY, "CAP_SYS_ADMIN", "", "granted", 1, 26, 26),
+            (Ptrace, PY, "web", "read", "ok", 1, 26, 26),
+            // Another workload's process (the host's): never allowed.
+            (Ptrace, PY, "host", "attach", "ok", 1, 27, 27),
+            // Refused by the kernel anyway: not replayed.
+            (Ptrace, PY, "host", "attach", "EPERM", 1, 27, 27),
         ]);
         let (checked, denied) = replay(&policy, &second, None, None).unwrap();
-        assert_eq!(checked, 10);
+        assert_eq!(checked, 12);
         let objects: Vec<(&str, &str)> =
             denied.iter().map(|d| (d.object.as_str(), d.actor.as_str())).collect();
         assert_eq!(
@@ -236,13 +249,15 @@ mod tests {
                 ("/usr/bin/python3", PY),
                 ("10.0.0.1:4444/tcp", PY),
                 ("CAP_SYS_ADMIN", PY),
+                ("host", PY),
             ],
-            "a shell, cat from the wrong parent, /etc/shadow, a write where only reads were seen, the binary, an unusual port, a new capability"
+            "a shell, cat from the wrong parent, /etc/shadow, a write where only reads were seen, the binary, an unusual port, a new capability, a ptrace of another workload"
         );
+        assert_eq!(denied.last().map(|d| d.domain), Some(Domain::Process));
         // Only what overlaps the interval.
         let since = crate::recommend::unix_ns(&at(24));
         let (checked, denied) = replay(&policy, &second, Some(since), None).unwrap();
-        assert_eq!((checked, denied.len()), (3, 3));
+        assert_eq!((checked, denied.len()), (5, 4));
         let until = crate::recommend::unix_ns(&at(21));
         let (checked, denied) = replay(&policy, &second, None, Some(until)).unwrap();
         assert_eq!((checked, denied.len()), (3, 0));

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     config::ReadinessConfig,
-    enforce::{Domain, Policy},
+    enforce::{verdict::PTRACE_SAME_WORKLOAD, Domain, Policy},
     model::{EdgeKind, NodeKind},
     store::{
         EnforcementEvent, EventFilter, Graph, GraphEdge, GraphNode, NewVersion, PolicyVersion, Store,
@@ -319,6 +319,13 @@ fn events_graph(events: &[EnforcementEvent], observed: &Graph) -> Graph {
     let mut edges: Vec<GraphEdge> = Vec::new();
     for ev in events.iter().filter(|e| !e.truncated) {
         let (kind, target_kind, access, result) = match ev.domain {
+            // A ptrace of a process of the workload asks for `ptrace same-workload`: an edge to
+            // the workload itself, as observation records it. Of another workload's, nothing can
+            // be asked (no policy allows it).
+            Domain::Process if ev.object.starts_with(PTRACE_SAME_WORKLOAD) => {
+                (EdgeKind::Ptrace, NodeKind::Workload, "read".to_owned(), "ok")
+            }
+            Domain::Process if ev.object.starts_with("ptrace ") => continue,
             Domain::Process => (EdgeKind::Exec, NodeKind::Executable, String::new(), "ok"),
             Domain::File => {
                 let (r, w) = access.get(ev.object.as_str()).copied().unwrap_or((true, false));
@@ -338,15 +345,16 @@ fn events_graph(events: &[EnforcementEvent], observed: &Graph) -> Graph {
             }
             Domain::Capabilities => (EdgeKind::Capable, NodeKind::Capability, String::new(), "granted"),
         };
+        let object = if kind == EdgeKind::Ptrace { &observed.workload.name } else { &ev.object };
         let source = node(NodeKind::Executable, &ev.actor, &mut nodes);
-        let target = node(target_kind, &ev.object, &mut nodes);
+        let target = node(target_kind, object, &mut nodes);
         edges.push(GraphEdge {
             id: format!("v{}", edges.len()),
             kind,
             source,
             target,
             source_label: ev.actor.clone(),
-            target_label: ev.object.clone(),
+            target_label: object.clone(),
             actor: ev.actor.clone(),
             access,
             result: result.to_owned(),

@@ -8,7 +8,7 @@
 # hooked in the kernel's open path (do_filp_open) and connects in its connect path
 # (__sys_connect_file), so an io_uring OPENAT and CONNECT, which no syscall hook sees, are in the
 # graph too, as are io_uring's datagram sends (SENDMSG, SEND with a destination) and name changes
-# (RENAMEAT).
+# (RENAMEAT). Unix datagrams name the socket that received them.
 #
 # Needs `stance` and `enforce-probe` on PATH (stance-vmtest --bin target/release/stance
 # --bin target/release/enforce-probe --lib-from-ldd).
@@ -49,10 +49,25 @@ echo old >/tmp/obs/trunc2.txt
 echo u >/tmp/obs/u.1
 mkdir -p /tmp/obs/sub
 ln -sf /tmp/obs/data.txt /tmp/obs/link
+# Unix datagram receivers, one reached through a symlink (as /dev/log is), one by an abstract name.
+enforce-probe serve-unix-dgram /tmp/obs/dg.sock >/tmp/obs-dg1 2>&1 &
+dg1=$!
+enforce-probe serve-unix-dgram @stance-obs-dg >/tmp/obs-dg2 2>&1 &
+dg2=$!
+ln -sf dg.sock /tmp/obs/dg-link
+for f in /tmp/obs-dg1 /tmp/obs-dg2; do
+    i=0
+    until grep -q '^listening' $f; do
+        i=$((i + 1))
+        [ "$i" -gt 150 ] && fail "a unix datagram receiver did not start: $(cat $f)"
+        sleep 0.2
+    done
+done
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
     enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
     enforce-probe uring-sendmsg 127.0.0.1 5354; enforce-probe uring-sendto 127.0.0.1 5355
+    enforce-probe unix-sendto dg-link; enforce-probe unix-sendto @stance-obs-dg; enforce-probe unix-sendto /tmp/obs/nobody.sock
     echo x >tmp.1 && mv tmp.1 dump.rdb && ln dump.rdb hard && rm hard && rmdir sub && mkfifo fifo
     enforce-probe truncate /tmp/obs/trunc.txt; enforce-probe uring-rename /tmp/obs/u.1 /tmp/obs/u.2; echo new >trunc2.txt
     i=0; while [ $i -lt 40 ]; do cat /tmp/obs/repeat.txt >/dev/null; i=$((i + 1)); done; true' \
@@ -66,7 +81,9 @@ while :; do
         echo "$g" | grep -q '"/tmp/obs/missing.txt"' && echo "$g" | grep -q '"127.0.0.1:9/tcp"' &&
         echo "$g" | grep -q '"127.0.0.1:5353/udp"' && echo "$g" | grep -q '"/tmp/obs/uring.txt"' && echo "$g" | grep -q '"/tmp/obs/uring-missing.txt"' &&
         echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' &&
-        echo "$g" | grep -q '"127.0.0.1:5354/udp"' && echo "$g" | grep -q '"127.0.0.1:5355/udp"' && break
+        echo "$g" | grep -q '"127.0.0.1:5354/udp"' && echo "$g" | grep -q '"127.0.0.1:5355/udp"' &&
+        echo "$g" | grep -q '"unix:/tmp/obs/dg.sock"' && echo "$g" | grep -q '"unix:@stance-obs-dg"' &&
+        echo "$g" | grep -q '"unix:/tmp/obs/nobody.sock"' && break
     i=$((i + 1))
     [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
     sleep 0.2
@@ -115,6 +132,17 @@ for port in 5354 5355; do
         { echo "$g"; fail "no udp,send edge to 127.0.0.1:$port from io_uring's $( [ $port = 5354 ] && echo SENDMSG || echo SEND )"; }
 done
 echo "ok: io_uring's SENDMSG and SEND with a destination are datagram sends"
+# Unix datagrams are recorded where the kernel found the receiver (security_unix_may_send), by the
+# path it is bound to, which enforcement's unix_may_send matches: not the symlink (or relative name)
+# the sender wrote. A send that found no receiver keeps the name it was given, with its errno.
+unix_edge() { echo "$flat" | grep -q "\"target_label\":\"unix:$1\",\"actor\":\"[^\"]*\",\"access\":\"unix-dgram,send\",\"result\":\"$2\"" ||
+    { echo "$g"; fail "no unix-dgram,send edge ($2) to unix:$1"; }; }
+unix_edge /tmp/obs/dg.sock ok
+unix_edge @stance-obs-dg ok
+unix_edge /tmp/obs/nobody.sock '[A-Z]*'
+echo "$g" | grep -q 'dg-link' && { echo "$g"; fail "a unix datagram was recorded by the symlink it was sent through"; }
+echo "ok: unix datagrams name their receiver's bound path (or abstract name)"
+kill "$dg1" "$dg2"
 # An open with O_TRUNC of an existing file is one edge, the open's (before 6.2 it passes
 # security_path_truncate too, which must not add a second record).
 echo "$flat" | grep -q '"target_label":"/tmp/obs/trunc2.txt","actor":"[^"]*","access":"write,create,truncate","result":"ok"' ||

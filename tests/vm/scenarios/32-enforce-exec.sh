@@ -2,7 +2,8 @@
 # Process domain in enforce: exec is decided in lsm/bprm_check_security from bprm->file, so the
 # binary the kernel actually opened is judged (busybox applets resolve to /bin/busybox), through
 # execve, execveat, fexecve and memfd alike; a rule with an identity (device + inode) does not allow
-# a replaced file at the same path; a memfd label allows only that label. Ptrace is refused.
+# a replaced file at the same path; a memfd label allows only that label. Ptrace is refused, of a
+# process outside the workload and, with `ptrace: none`, of one inside it (reported as such).
 . /scenarios/lib/enforce.sh
 
 cp "$PROBE" /tmp/x
@@ -45,6 +46,15 @@ expect EPERM "ptrace of a process outside the workload" in_cg "$cg" enforce-prob
 wait_verdict "^verdict: deny process ptrace pid $target \(sleep\) "
 expect ok "the same ptrace from outside" enforce-probe ptrace $target
 kill $target
+# A process of the workload itself, with `ptrace: none`: refused too, and the report says the target
+# was in the workload (what `ptrace same-workload` would allow, so a deny can become a proposal).
+# (Not through in_cg: a function run with & is a subshell, whose pid would be $!.)
+sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" enforce-probe serve-tcp 8032 >/tmp/exec-inner 2>&1 &
+inner=$!
+await_start /tmp/exec-inner '^listening' $inner 30 "a server inside the workload"
+expect EPERM "ptrace of a process of the workload, ptrace: none" in_cg "$cg" enforce-probe ptrace $inner
+wait_verdict "^verdict: deny process ptrace same-workload pid $inner \(enforce-probe\) "
+kill $inner
 
 stop_driver
 stance-enforce-test purge >/dev/null || fail "purge failed"

@@ -4,14 +4,16 @@
 #
 #  1. observe: a normal run of workload `flow` (reads two files, writes one, saves one by writing a
 #     temporary file and renaming it over the file, runs a binary, connects to a local TCP port
-#     and, through a symlink, to a unix socket, sends a UDP datagram with sendto, no raw socket)
+#     and, through a symlink, to a unix socket, sends a unix datagram through a symlink and a UDP
+#     datagram with sendto, no raw socket)
 #     reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
 #     stored as a would-deny event, which `stance policy` lists as a proposed addition;
 #  3. enforce: the same normal run succeeds completely; the unaccepted proposal stays denied; then
 #     each forbidden action (a file never
 #     read, a write to a file only read, exec of /bin/sh, another port, sendto another address, a
-#     raw socket) fails with EPERM inside the workload and works outside it, and the stored deny
+#     raw socket, a ptrace or /proc/PID/environ read of a host process) fails inside the workload
+#     and works outside it, and the stored deny
 #     events are exactly those (domain, object, acting executable);
 #  4. `kill -9` of the daemon: denies still hold; a restarted daemon adopts its pins (one link
 #     generation), restores the workload, keeps enforcing, and stores the denies made while it was
@@ -50,10 +52,17 @@ srv3=$!
 HELPER_PIDS="$HELPER_PIDS $srv3"
 await_start /tmp/flow-srv3 '^listening' $srv3 30 "the unix server"
 ln -s srv.sock $D/link.sock || fail "ln"
+# And a unix datagram receiver, sent to through a symlink without connect (syslog(3) to /dev/log
+# does so when its connect failed): enforcement's unix_may_send matches the receiver's bound path.
+enforce-probe serve-unix-dgram $D/dsrv.sock >/tmp/flow-srv4 2>&1 &
+srv4=$!
+HELPER_PIDS="$HELPER_PIDS $srv4"
+await_start /tmp/flow-srv4 '^listening' $srv4 30 "the unix datagram receiver"
+ln -s dsrv.sock $D/dlink.sock || fail "ln"
 # `save` renames over $D/db/state, which it never opens: only the observed rename earns the write
 # that enforcement's path_rename asks for that name. (In a directory of its own: two names created
 # in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
-NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock sendto 127.0.0.1:8042 peek"
+NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock dgram $D/dlink.sock sendto 127.0.0.1:8042 peek"
 
 echo "== 1. observe"
 start_daemon
@@ -64,7 +73,7 @@ expect_daemon_line "^  control: listening on "
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
-wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock 127.0.0.1:8042/udp
+wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock unix:$D/dsrv.sock 127.0.0.1:8042/udp
 
 echo "== 2. audit"
 mode $W audit
@@ -99,6 +108,12 @@ expect_action $W EPERM connect 127.0.0.1:8041
 expect_action - ok connect 127.0.0.1:8041
 expect_action $W EPERM sendto 127.0.0.2:8042
 expect_action - ok sendto 127.0.0.2:8042
+# The normal run's peek of its own child is allowed (ptrace: same-workload); a process of another
+# workload (the host's server) is not, by ptrace(2) or through its /proc files.
+expect_action $W EPERM ptrace $srv1
+expect_action - ok ptrace $srv1
+expect_action $W "error: Permission denied (os error 13)" peek-pid $srv1
+expect_action - ok peek-pid $srv1
 expect_action $W EPERM raw
 expect_action - ok raw
 cat >/tmp/flow-deny <<EOF
@@ -108,6 +123,7 @@ file $D/a $FW
 process /bin/busybox $FW
 network 127.0.0.1:8041/tcp $FW
 network 127.0.0.2:8042/udp $FW
+process ptrace pid $srv1 (enforce-probe) $FW
 capabilities CAP_NET_RAW $FW
 EOF
 # The raw socket was the last deny; the normal run before all of them must have added none.
@@ -144,6 +160,7 @@ expect_action $W ok exec /bin/sh
 expect_action $W ok connect 127.0.0.1:8041
 expect_action $W ok sendto 127.0.0.2:8042
 expect_action $W ok raw
+expect_action $W ok ptrace $srv1
 # The last workload left: the programs are detached, and attached again by the next enforce.
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 mode $W enforce

@@ -166,20 +166,31 @@ async fn denies_become_proposals_and_accept_adopts_one_for_good() {
             // the rule the event alone would make ("from /bin/sh") is not in the policy.
             VerdictRecord { actor: "/bin/sh".into(), ..verdict(Domain::Process, PY) },
             verdict(Domain::Capabilities, "CAP_NET_RAW"),
+            // A ptrace of another workload's process: no policy allows it, nothing is proposed.
+            verdict(Domain::Process, "ptrace pid 1 (systemd)"),
+            // Of one of its own (the kernel said so): `ptrace same-workload` would allow it.
+            verdict(Domain::Process, "ptrace same-workload pid 4242 (python3)"),
         ])
         .await
         .unwrap();
     let r = review(&store, "web", &fs, &cfg()).await.unwrap();
     assert!(!r.created);
     let proposed: Vec<&str> = r.proposed.iter().map(|p| p.text.as_str()).collect();
-    assert_eq!(proposed, ["file /srv/data w", "capability CAP_NET_RAW"], "/etc/hosts is already allowed");
-    assert_eq!(r.proposed[0].evidence.hits, 2);
-    assert_eq!(r.proposed[0].evidence.executables, [PY]);
+    assert_eq!(
+        proposed,
+        ["file /srv/data w", "capability CAP_NET_RAW", "ptrace same-workload"],
+        "/etc/hosts is already allowed"
+    );
+    let file = &r.proposed[0];
+    assert_eq!(file.evidence.hits, 2);
+    assert_eq!(file.evidence.executables, [PY]);
+    assert_eq!(r.proposed[2].evidence.hits, 1);
     assert!(r.policy.capabilities.is_empty(), "never applied on its own");
+    assert_eq!(r.policy.ptrace, crate::enforce::policy::PtraceRule::None, "never applied on its own");
 
     let err = accept(&store, "web", "f00000000", &fs).await.unwrap_err();
     assert!(err.to_string().contains("no proposed addition 'f00000000'"), "{err}");
-    let (version, rule) = accept(&store, "web", &r.proposed[0].id, &fs).await.unwrap();
+    let (version, rule) = accept(&store, "web", &file.id, &fs).await.unwrap();
     assert_eq!((version, rule.text.as_str()), (2, "file /srv/data w"));
     let latest = store.policy_version("web", None).await.unwrap().unwrap();
     assert_eq!((latest.version, latest.origin.as_str()), (2, "accept"));
@@ -188,7 +199,10 @@ async fn denies_become_proposals_and_accept_adopts_one_for_good() {
     // Later reviews keep the adopted rule and no longer propose it.
     let r = review(&store, "web", &fs, &cfg()).await.unwrap();
     assert_eq!((r.version, r.created), (2, false));
-    assert_eq!(r.proposed.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(), ["capability CAP_NET_RAW"]);
+    assert_eq!(
+        r.proposed.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+        ["capability CAP_NET_RAW", "ptrace same-workload"]
+    );
     assert!(r.rules.iter().any(|i| i.text == "file /srv/data w" && i.evidence.origin == "accepted"));
     store
         .write_batch(&batch(vec![

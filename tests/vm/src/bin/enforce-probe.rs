@@ -24,10 +24,12 @@
 //!   connect ADDR PORT                TCP connect (ADDR may be IPv6, e.g. ::ffff:127.0.0.1)
 //!   udp-send ADDR PORT               sendto without connect
 //!   unix-connect PATH|@NAME          unix stream connect
+//!   unix-sendto PATH|@NAME           one datagram from an unbound, unconnected unix datagram socket
 //!   raw-socket                       socket(AF_INET, SOCK_RAW, IPPROTO_ICMP): CAP_NET_RAW
 //!   chown PATH UID                   chown(2) to another owner: CAP_CHOWN
 //!   ptrace PID                       PTRACE_ATTACH (then detach)
 //!   serve-tcp PORT | serve-unix PATH|@NAME   accept connections until killed
+//!   serve-unix-dgram PATH|@NAME      receive datagrams until killed
 //!   flood-open PATH N                N opens whatever each returns; prints `ok=A eperm=B other=C`
 //!   bench-open PATH N                N × (open + close), prints `ns-per-op: X`
 //!   bench-exec PATH N                N × (fork + exec PATH true + wait), prints `ns-per-op: X`
@@ -40,7 +42,7 @@ use std::{
     ffi::{CString, OsString},
     io::{self, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream},
+    os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener, UnixStream},
     process::ExitCode,
     time::Instant,
 };
@@ -467,6 +469,16 @@ fn serve_tcp(port: &str) -> Outcome {
     Ok(())
 }
 
+fn serve_unix_dgram(name: &str) -> Outcome {
+    let s = UnixDatagram::bind_addr(&unix_addr(name)?)?;
+    println!("listening");
+    io::stdout().flush()?;
+    let mut buf = [0u8; 64];
+    loop {
+        s.recv(&mut buf)?;
+    }
+}
+
 fn serve_unix(name: &str) -> Outcome {
     let l = UnixListener::bind_addr(&unix_addr(name)?)?;
     println!("listening");
@@ -649,11 +661,15 @@ fn act(args: &[String]) -> Option<Outcome> {
             UdpSocket::bind(bind)?.send_to(b"x", a).map(drop)
         }),
         ["unix-connect", n] => unix_addr(n).and_then(|a| UnixStream::connect_addr(&a).map(drop)),
+        ["unix-sendto", n] => {
+            unix_addr(n).and_then(|a| UnixDatagram::unbound()?.send_to_addr(b"x", &a).map(drop))
+        }
         ["raw-socket"] => raw_socket(),
         ["chown", p, uid] => chown(p, uid),
         ["ptrace", pid] => ptrace(pid),
         ["serve-tcp", port] => serve_tcp(port),
         ["serve-unix", n] => serve_unix(n),
+        ["serve-unix-dgram", n] => serve_unix_dgram(n),
         ["flood-open", p, n] => flood_open(p, n),
         ["bench-open", p, n] => bench(n, || open(p, "r")),
         ["bench-exec", p, n] => bench(n, || bench_exec(p)),

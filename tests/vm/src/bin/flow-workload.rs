@@ -12,10 +12,13 @@
 //!                      or an editor saves a file it also reads
 //!   connect ADDR:PORT  TCP connect, then close
 //!   unix PATH          unix stream connect to PATH, then close
+//!   dgram PATH         one unix datagram to PATH with sendto(2) on an unbound, unconnected socket
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
 //!   peek               fork a child and read its /proc/PID/environ (a ptrace read check on a
 //!                      process of the same workload), then end it
+//!   peek-pid PID       read /proc/PID/environ (a ptrace read check on process PID)
+//!   ptrace PID         PTRACE_ATTACH to PID, wait for its stop, detach
 //!
 //! Without actions it exits 0 at once (the scenarios exec a copy of it as "a binary it runs").
 //!
@@ -77,6 +80,10 @@ fn unix(path: &str) -> Outcome {
     std::os::unix::net::UnixStream::connect(path).map(drop)
 }
 
+fn dgram(path: &str) -> Outcome {
+    std::os::unix::net::UnixDatagram::unbound()?.send_to(b"flow", path).map(drop)
+}
+
 fn sendto(target: &str) -> Outcome {
     let to = addr(target)?;
     let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
@@ -117,6 +124,28 @@ fn peek(_: &str) -> Outcome {
     read
 }
 
+fn pid(s: &str) -> io::Result<libc::pid_t> {
+    s.parse().map_err(|_| invalid(format!("{s:?} is not a pid")))
+}
+
+fn peek_pid(target: &str) -> Outcome {
+    std::fs::read(format!("/proc/{}/environ", pid(target)?)).map(drop)
+}
+
+fn ptrace(target: &str) -> Outcome {
+    let pid = pid(target)?;
+    // SAFETY: attach, wait for the stop, detach: the tracee continues as before.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, libc::__WALL);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
 type Action<'a> = (&'a str, &'a str, fn(&str) -> Outcome);
 
 /// The actions as (name, target, what to do), or a usage error.
@@ -127,12 +156,15 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
         let run: fn(&str) -> Outcome = match name.as_str() {
             "raw" => raw,
             "peek" => peek,
+            "peek-pid" => peek_pid,
+            "ptrace" => ptrace,
             "read" => read,
             "write" => write,
             "save" => save,
             "exec" => exec,
             "connect" => connect,
             "unix" => unix,
+            "dgram" => dgram,
             "sendto" => sendto,
             other => return Err(format!("unknown action {other:?}")),
         };
