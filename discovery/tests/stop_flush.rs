@@ -118,11 +118,16 @@ fn a_stop_with_nobody_reading_the_report_still_flushes() {
         .unwrap();
     assert!(st.success(), "workload failed: {st}");
 
+    // The enforcer pinned its state (the network fallback runs on this host)...
+    assert!(pin_dir.exists(), "no pin directory {} while the daemon ran", pin_dir.display());
     // SAFETY: kill on the pid of the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
+    // ...and with no workload in audit or enforce, a clean stop leaves nothing in the kernel.
+    let left = pin_dir.exists();
     let _ = std::fs::remove_dir_all(&pin_dir);
     assert_eq!(status.code(), Some(0), "daemon exited with {status}");
+    assert!(!left, "a clean stop with nothing in force left its pins in {}", pin_dir.display());
     let g = stance_json(&["graph", &name, "--db", db.to_str().unwrap(), "-o", "json"]);
     let path = file.canonicalize().unwrap().to_string_lossy().into_owned();
     assert!(labels(&g, "file").contains(&path), "{path} not in the graph: {g:#}");

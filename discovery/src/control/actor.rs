@@ -19,7 +19,7 @@ use std::{
 };
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{
     one_line,
@@ -48,6 +48,9 @@ pub trait Enforcement: Send {
     ) -> Result<u32, EnforceError>;
     fn add_cgroup(&mut self, policy_id: u32, cgroup: u64) -> Result<(), EnforceError>;
     fn release(&mut self, policy_id: u32) -> Result<(), EnforceError>;
+    /// The daemon stops. What is in force stays pinned in the kernel; with nothing in audit or
+    /// enforce, nothing needs to outlive the daemon.
+    fn stop(self: Box<Self>) {}
 }
 
 impl Enforcement for Enforcer {
@@ -66,6 +69,16 @@ impl Enforcement for Enforcer {
     }
     fn release(&mut self, policy_id: u32) -> Result<(), EnforceError> {
         Enforcer::release(self, policy_id)
+    }
+    fn stop(self: Box<Self>) {
+        if self.in_force() {
+            info!("enforcement stays in force after the stop (pinned in bpffs)");
+            return;
+        }
+        match Enforcer::remove_all(*self) {
+            Ok(()) => info!("no workload in audit or enforce: the enforcer's pins are removed"),
+            Err(e) => warn!(error = %e, "cannot remove the enforcer's pins"),
+        }
     }
 }
 
@@ -205,6 +218,9 @@ impl Actor {
                     None => sightings_open = false,
                 },
             }
+        }
+        if let Some(enforcer) = self.enforcer.take() {
+            enforcer.stop();
         }
     }
 

@@ -646,12 +646,24 @@ impl Enforcer {
         self.maps.verdict_losses()
     }
 
+    /// Whether some workload has a policy here (in audit or enforce), its own or adopted from pins.
+    pub fn in_force(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
     /// Ends enforcement entirely: unpins every link (detaching the programs) and every map. For
-    /// uninstalling and for tests; a daemon that merely stops keeps its pins (see README).
+    /// uninstalling, for tests, and for a daemon that stops with nothing in force; one that stops
+    /// while a workload is in audit or enforce keeps its pins (see README). The pin directory goes
+    /// too once nothing else is in it.
     pub fn remove_all(self) -> Result<(), EnforceError> {
         let layout = self.layout.clone();
         drop(self);
-        layout.remove_all()
+        layout.remove_all()?;
+        // Only when empty (another layout's pins stay); an error just means it is not.
+        if let Some(dir) = layout.root.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
     }
 
     // ---- internals ---------------------------------------------------------------------------

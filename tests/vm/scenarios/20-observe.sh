@@ -16,6 +16,28 @@ fail() { echo "FAIL: $*"; [ -f /tmp/stance.out ] && cat /tmp/stance.out /tmp/sta
 
 command -v stance >/dev/null || fail "stance is not in the guest (pass --bin)"
 command -v enforce-probe >/dev/null || fail "enforce-probe is not in the guest (pass --bin)"
+# A unix datagram socket connected before the daemon starts (a logger's, opened at its start): its
+# sends name no destination, and its connect was never seen, so only the kernel's check of each
+# datagram (security_unix_may_send) can say where they go.
+mkdir -p /tmp/obs
+enforce-probe serve-unix-dgram /tmp/obs/early.sock >/tmp/obs-early-srv 2>&1 &
+early_srv=$!
+i=0
+until grep -q '^listening' /tmp/obs-early-srv; do
+    i=$((i + 1))
+    [ "$i" -gt 150 ] && fail "the early unix datagram receiver did not start: $(cat /tmp/obs-early-srv)"
+    sleep 0.2
+done
+rm -f /tmp/obs-early-go
+stance launch --workload vmearly -- enforce-probe unix-dgram-later /tmp/obs/early.sock /tmp/obs-early-go >/tmp/obs-early 2>&1 &
+early=$!
+i=0
+until grep -q '^connected' /tmp/obs-early; do
+    i=$((i + 1))
+    [ "$i" -gt 150 ] && fail "the early unix datagram sender did not connect: $(cat /tmp/obs-early)"
+    sleep 0.2
+done
+
 db=/tmp/observe.db
 STANCE_LOG=${STANCE_LOG:-info} stance run --db "$db" >/tmp/stance.out 2>/tmp/stance.err &
 pid=$!
@@ -143,6 +165,17 @@ unix_edge /tmp/obs/nobody.sock '[A-Z]*'
 echo "$g" | grep -q 'dg-link' && { echo "$g"; fail "a unix datagram was recorded by the symlink it was sent through"; }
 echo "ok: unix datagrams name their receiver's bound path (or abstract name)"
 kill "$dg1" "$dg2"
+touch /tmp/obs-early-go
+wait "$early" || fail "the early unix datagram sender failed: $(cat /tmp/obs-early)"
+i=0
+until stance graph vmearly --db "$db" -o json 2>/dev/null | tr -d ' \n' |
+    grep -q '"target_label":"unix:/tmp/obs/early.sock","actor":"[^"]*","access":"unix-dgram,send","result":"ok"'; do
+    i=$((i + 1))
+    [ "$i" -gt 150 ] && { stance graph vmearly --db "$db" -o json; fail "no unix-dgram,send edge from the socket connected before the daemon started"; }
+    sleep 0.2
+done
+kill "$early_srv"
+echo "ok: a unix datagram socket connected before the daemon started is learned by its sends"
 # An open with O_TRUNC of an existing file is one edge, the open's (before 6.2 it passes
 # security_path_truncate too, which must not add a second record).
 echo "$flat" | grep -q '"target_label":"/tmp/obs/trunc2.txt","actor":"[^"]*","access":"write,create,truncate","result":"ok"' ||

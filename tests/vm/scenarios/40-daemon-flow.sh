@@ -177,6 +177,9 @@ rc=$?
 D_PID=
 [ "$rc" -eq 0 ] || fail "daemon exited with $rc on SIGTERM"
 ok "daemon stopped cleanly"
+# Nothing was in audit or enforce any more: nothing of Stance's stays in the kernel.
+[ -e $PINS ] && fail "a clean stop with nothing in force left pins: $(find $PINS | head)"
+ok "no pins left after a clean stop with nothing in force"
 cleanup_flow
 rmdir /sys/fs/cgroup/stance/$W /sys/fs/cgroup/stance 2>/dev/null
 echo "ok: scenario done"

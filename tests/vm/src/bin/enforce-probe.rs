@@ -25,6 +25,8 @@
 //!   udp-send ADDR PORT               sendto without connect
 //!   unix-connect PATH|@NAME          unix stream connect
 //!   unix-sendto PATH|@NAME           one datagram from an unbound, unconnected unix datagram socket
+//!   unix-dgram-later PATH|@NAME FILE connect a unix datagram socket, print `connected`, wait until
+//!                                    FILE exists, then send one datagram on it
 //!   raw-socket                       socket(AF_INET, SOCK_RAW, IPPROTO_ICMP): CAP_NET_RAW
 //!   chown PATH UID                   chown(2) to another owner: CAP_CHOWN
 //!   ptrace PID                       PTRACE_ATTACH (then detach)
@@ -469,6 +471,17 @@ fn serve_tcp(port: &str) -> Outcome {
     Ok(())
 }
 
+fn unix_dgram_later(name: &str, go: &str) -> Outcome {
+    let s = UnixDatagram::unbound()?;
+    s.connect_addr(&unix_addr(name)?)?;
+    println!("connected");
+    io::stdout().flush()?;
+    while !std::path::Path::new(go).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s.send(b"x").map(drop)
+}
+
 fn serve_unix_dgram(name: &str) -> Outcome {
     let s = UnixDatagram::bind_addr(&unix_addr(name)?)?;
     println!("listening");
@@ -661,6 +674,7 @@ fn act(args: &[String]) -> Option<Outcome> {
             UdpSocket::bind(bind)?.send_to(b"x", a).map(drop)
         }),
         ["unix-connect", n] => unix_addr(n).and_then(|a| UnixStream::connect_addr(&a).map(drop)),
+        ["unix-dgram-later", n, go] => unix_dgram_later(n, go),
         ["unix-sendto", n] => {
             unix_addr(n).and_then(|a| UnixDatagram::unbound()?.send_to_addr(b"x", &a).map(drop))
         }
