@@ -136,6 +136,20 @@ async function main() {
     }
     const drawn = await page.evaluate(() => window.stance.cy.nodes().filter((n) => n.visible()).length);
     check(drawn >= 3, `only ${drawn} nodes drawn`);
+    // Ptrace edges (observed where fexit or BPF-LSM loads, so never on this host) belong to the
+    // process domain's filter: hidden with it, shown with it. One is added to the drawn graph.
+    await page.evaluate(() => {
+      const cy = window.stance.cy;
+      const wl = cy.nodes().filter((n) => n.data('kind') === 'workload')[0];
+      const cat = cy.nodes().filter((n) => n.data('item').label === '/usr/bin/cat')[0];
+      cy.add({ group: 'edges', data: { id: 'test-ptrace', source: cat.id(), target: wl.id(), kind: 'ptrace', item: {} } });
+    });
+    const ptraceHidden = () => page.evaluate(() => window.stance.cy.getElementById('test-ptrace').hasClass('hidden'));
+    const processBox = page.locator('.domain-filter[value="exec ptrace"]');
+    await processBox.uncheck();
+    check(await ptraceHidden(), 'a ptrace edge stays drawn with the process domain filtered out');
+    await processBox.check();
+    check(!(await ptraceHidden()), 'a ptrace edge is hidden with the process domain shown');
     // Click a node: its evidence.
     await page.evaluate(() => window.stance.cy.nodes().filter((n) => n.data('item').label === '/etc/hostname').emit('tap'));
     await page.locator('#evidence', { hasText: 'first seen' }).waitFor();

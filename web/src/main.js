@@ -139,7 +139,10 @@ function renderModes(modes) {
 
 function applyFilters() {
   if (!current) return;
-  const kinds = new Set([...document.querySelectorAll('.domain-filter')].filter((c) => c.checked).map((c) => c.value));
+  // A domain's box may stand for several edge kinds (process: exec and ptrace), space-separated.
+  const kinds = new Set(
+    [...document.querySelectorAll('.domain-filter')].filter((c) => c.checked).flatMap((c) => c.value.split(' ')),
+  );
   filterKinds(current.cy, kinds);
   search(current.cy, $('#graph-search').value);
 }
