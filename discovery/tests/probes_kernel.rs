@@ -300,6 +300,9 @@ l6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); l6.bind(("::1", 0)); l6
 c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); c.connect(("::1", l6.getsockname()[1])); c.close()
 l4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM); l4.bind(("127.0.0.1", 0)); l4.listen()
 c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); c.connect(("::ffff:127.0.0.1", l4.getsockname()[1])); c.close()
+# TCP Fast Open: a send with MSG_FASTOPEN connects, past the kernel's connect path.
+l3 = socket.socket(socket.AF_INET, socket.SOCK_STREAM); l3.bind(("127.0.0.3", 0)); l3.listen()
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.sendto(b"x", socket.MSG_FASTOPEN, l3.getsockname()); t.close()
 os.chdir("{dir}")
 u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); u.bind("rel.sock"); u.listen()
 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("rel.sock"); c.close()
@@ -317,7 +320,7 @@ print(l6.getsockname()[1], l4.getsockname()[1])
         dir = tmp.display()
     );
     let events = python_in_cgroup(&mut w, "net", &code, |evs| {
-        evs.iter().filter(|e| matches!(e.body, Body::Connect { .. })).count() >= 6
+        evs.iter().filter(|e| matches!(e.body, Body::Connect { .. })).count() >= 7
     });
     let dests: Vec<(Destination, bool)> = events
         .iter()
@@ -335,6 +338,13 @@ print(l6.getsockname()[1], l4.getsockname()[1])
             .iter()
             .any(|(d, _)| matches!(d, Destination::Inet { addr, .. } if addr.to_string() == "127.0.0.1")),
         "IPv4-mapped connect is normalised to IPv4"
+    );
+    assert!(
+        dests
+            .iter()
+            .any(|(d, send)| matches!(d, Destination::Inet { addr, .. } if addr.to_string() == "127.0.0.3")
+                && !send),
+        "a TCP Fast Open send is the connect it makes"
     );
     let sock = tmp.join("rel.sock").to_string_lossy().into_owned();
     assert!(

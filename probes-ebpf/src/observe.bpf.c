@@ -59,6 +59,7 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define MSG_FASTOPEN 0x20000000
 
 /* x86_64 syscall numbers, used to check that the pt_regs we found belong to this syscall. */
 #define NR_open 2
@@ -1079,6 +1080,8 @@ struct net_seen {
 	__u32 addrlen;
 	/* 0, or -errno. */
 	long ret;
+	/* The send's flags (MSG_*). */
+	__u32 msg_flags;
 	/* An fexit hook: security_unix_may_send is hooked too, and records the unix datagrams it let
 	 * through by their peer (see stance_fx_unix_may_send). */
 	int peer_hooked;
@@ -1112,12 +1115,14 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		seen.kind = STANCE_EV_SEND;
 		seen.addr = (void *)args[4];
 		seen.addrlen = (__u32)args[5];
+		seen.msg_flags = (__u32)args[3];
 		break;
 	case NR_sendmsg:
 	case NR_sendmmsg: {
 		/* For sendmmsg the first message's destination stands for the call. */
 		struct user_msghdr_min m = {};
 		seen.kind = STANCE_EV_SEND;
+		seen.msg_flags = (__u32)(nr == NR_sendmsg ? args[2] : args[3]);
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]))
 			return 0;
 		seen.addr = m.msg_name;
@@ -1169,7 +1174,10 @@ static __always_inline int emit_net(struct task_struct *task, __u64 cgroup_id, c
 			sock_type = BPF_CORE_READ(sock, type);
 	}
 	/* A destination on a stream or seqpacket socket's send is ignored by the kernel; connect
-	 * covers it. */
+	 * covers it. Except TCP Fast Open: a send with MSG_FASTOPEN connects to it, past the kernel's
+	 * connect path (and enforcement decides it at socket_sendmsg): it is that connect. */
+	if (kind == STANCE_EV_SEND && sock_type == SOCK_STREAM && (seen->msg_flags & MSG_FASTOPEN) && family != AF_UNIX)
+		kind = STANCE_EV_CONNECT;
 	if (kind == STANCE_EV_SEND && (sock_type == SOCK_STREAM || sock_type == SOCK_SEQPACKET))
 		return 0;
 

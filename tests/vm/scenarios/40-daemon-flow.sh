@@ -5,7 +5,7 @@
 #  1. observe: a normal run of workload `flow` (reads two files, writes one, saves one by writing a
 #     temporary file and renaming it over the file, runs a binary, connects to a local TCP port
 #     and, through a symlink, to a unix socket, sends a unix datagram through a symlink and a UDP
-#     datagram with sendto, no raw socket)
+#     datagram with sendto, connects to another port with TCP Fast Open, no raw socket)
 #     reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
 #     stored as a would-deny event, which `stance policy` lists as a proposed addition;
@@ -42,9 +42,13 @@ enforce-probe serve-tcp 8040 >/tmp/flow-srv1 2>&1 &
 srv1=$!
 enforce-probe serve-tcp 8041 >/tmp/flow-srv2 2>&1 &
 srv2=$!
-HELPER_PIDS="$srv1 $srv2"
+# 8043: reached with TCP Fast Open (a send that connects, decided in socket_sendmsg).
+enforce-probe serve-tcp 8043 >/tmp/flow-srv5 2>&1 &
+srv5=$!
+HELPER_PIDS="$srv1 $srv2 $srv5"
 await_start /tmp/flow-srv1 '^listening' $srv1 30 "the server on 8040"
 await_start /tmp/flow-srv2 '^listening' $srv2 30 "the server on 8041"
+await_start /tmp/flow-srv5 '^listening' $srv5 30 "the server on 8043"
 # A unix server the workload reaches through a symlink (as /dev/log or /var/run/... are): the peer's
 # bound path is what enforcement matches, so it is what observation must learn.
 enforce-probe serve-unix $D/srv.sock >/tmp/flow-srv3 2>&1 &
@@ -62,7 +66,7 @@ ln -s dsrv.sock $D/dlink.sock || fail "ln"
 # `save` renames over $D/db/state, which it never opens: only the observed rename earns the write
 # that enforcement's path_rename asks for that name. (In a directory of its own: two names created
 # in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
-NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock dgram $D/dlink.sock sendto 127.0.0.1:8042 peek"
+NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock dgram $D/dlink.sock sendto 127.0.0.1:8042 tfo 127.0.0.1:8043 peek"
 
 echo "== 1. observe"
 start_daemon
@@ -73,7 +77,7 @@ expect_daemon_line "^  control: listening on "
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
-wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock unix:$D/dsrv.sock 127.0.0.1:8042/udp
+wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock unix:$D/dsrv.sock 127.0.0.1:8042/udp 127.0.0.1:8043/tcp
 
 echo "== 2. audit"
 mode $W audit
@@ -106,6 +110,8 @@ expect_action $W EPERM exec /bin/sh
 expect_action - ok exec /bin/sh
 expect_action $W EPERM connect 127.0.0.1:8041
 expect_action - ok connect 127.0.0.1:8041
+expect_action $W EPERM tfo 127.0.0.1:8041
+expect_action - ok tfo 127.0.0.1:8041
 expect_action $W EPERM sendto 127.0.0.2:8042
 expect_action - ok sendto 127.0.0.2:8042
 # The normal run's peek of its own child is allowed (ptrace: same-workload); a process of another

@@ -14,6 +14,7 @@
 //!   unix PATH          unix stream connect to PATH, then close
 //!   dgram PATH         one unix datagram to PATH with sendto(2) on an unbound, unconnected socket
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
+//!   tfo ADDR:PORT      TCP Fast Open: sendto(2) with MSG_FASTOPEN on a new TCP socket, then close
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
 //!   peek               fork a child and read its /proc/PID/environ (a ptrace read check on a
 //!                      process of the same workload), then end it
@@ -78,6 +79,40 @@ fn connect(target: &str) -> Outcome {
 
 fn unix(path: &str) -> Outcome {
     std::os::unix::net::UnixStream::connect(path).map(drop)
+}
+
+fn tfo(target: &str) -> Outcome {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let to = addr(target)?;
+    let SocketAddr::V4(v4) = to else { return Err(invalid(format!("{target}: tfo takes an IPv4 address"))) };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: socket(2) with constant arguments; the fd is owned (and closed) by `fd`.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sendto on the owned fd with a buffer and a sockaddr_in of the sizes given.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            b"flow".as_ptr().cast(),
+            4,
+            libc::MSG_FASTOPEN,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn dgram(path: &str) -> Outcome {
@@ -165,6 +200,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
             "connect" => connect,
             "unix" => unix,
             "dgram" => dgram,
+            "tfo" => tfo,
             "sendto" => sendto,
             other => return Err(format!("unknown action {other:?}")),
         };
