@@ -1022,13 +1022,19 @@ int BPF_PROG(stance_fx_path_link, struct dentry *old_dentry, const struct path *
 
 #define NR_ftruncate 77
 
+/* The syscall the current task is in (x86_64 numbers), or -1. */
+static __always_inline long current_syscall_nr(void)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return regs ? (long)regs->orig_ax : -1;
+}
+
 /* Whether the current task is in an open syscall (or, with ftruncate, ftruncate(2)): then a path
  * hook below runs for what the open's own record already says. io_uring's opens run elsewhere and
  * are recorded twice, which only adds a count. */
 static __always_inline int in_open_syscall(int or_ftruncate)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	long nr = regs ? (long)regs->orig_ax : -1;
+	long nr = current_syscall_nr();
 	return nr == NR_open || nr == NR_openat || nr == NR_openat2 || nr == NR_creat ||
 	       (or_ftruncate && nr == NR_ftruncate);
 }
@@ -1413,8 +1419,7 @@ int BPF_PROG(stance_fx_unix_may_send, struct socket *sock, struct socket *other,
 {
 	if (ret != 0)
 		return 0;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (regs && regs->orig_ax == NR_connect)
+	if (current_syscall_nr() == NR_connect)
 		return 0;
 	struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ(other, sk);
 	if (!peer)
