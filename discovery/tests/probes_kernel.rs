@@ -371,6 +371,73 @@ print(l6.getsockname()[1], l4.getsockname()[1])
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// Every message of a sendmmsg names its own destination, and enforcement decides each one: each
+/// message the kernel sent is recorded, not only the first. The kernel reports an error only when
+/// the first message failed (then that one is recorded with it); a later failure ends the call
+/// with the count sent so far, and the failed message is not seen.
+#[test]
+fn sendmmsg_records_every_destination_sent() {
+    let mut w = Watch::new(load());
+    let code = r#"
+import ctypes, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+assert ctypes.sizeof(mmsghdr) == 64
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+buf = ctypes.create_string_buffer(b"x")
+iov = iovec(ctypes.cast(buf, ctypes.c_void_p), 1)
+def sendmmsg(dests):
+    names = [ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET) + struct.pack("!H", p)
+                                         + socket.inet_aton(a) + bytes(8), 16) for a, p in dests]
+    msgs = (mmsghdr * len(dests))()
+    for m, n in zip(msgs, names):
+        m.hdr.name = ctypes.cast(n, ctypes.c_void_p); m.hdr.namelen = 16
+        m.hdr.iov = ctypes.pointer(iov); m.hdr.iovlen = 1
+    r = libc.sendmmsg(s.fileno(), msgs, len(dests), 0)
+    return r if r >= 0 else -ctypes.get_errno()
+# Four messages, three destinations: all sent.
+assert sendmmsg([("127.0.0.4", 9), ("127.0.0.5", 9), ("127.0.0.6", 9), ("127.0.0.4", 9)]) == 4
+# The second message fails (port 0): one sent, no error.
+assert sendmmsg([("127.0.0.7", 9), ("127.0.0.8", 0)]) == 1
+# The first fails: the call's error.
+r = sendmmsg([("127.0.0.9", 0), ("127.0.0.10", 9)])
+assert r < 0, r
+print("done")
+"#;
+    let sends = |evs: &[Event]| {
+        evs.iter()
+            .filter_map(|e| match &e.body {
+                Body::Connect { dest: Destination::Inet { addr, port }, send: true, .. } => {
+                    Some((addr.to_string(), *port, e.ret))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let events =
+        python_in_cgroup(&mut w, "mmsg", code, |evs| sends(evs).iter().any(|(a, _, _)| a == "127.0.0.9"));
+    let got = sends(&events);
+    eprintln!("{got:?}");
+    let of = |a: &str| got.iter().filter(|(addr, _, _)| addr == a).collect::<Vec<_>>();
+    // Dedup is off in these tests: every message that went out is a record.
+    assert_eq!(of("127.0.0.4").len(), 2, "{got:?}");
+    for a in ["127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        assert_eq!(of(a), vec![&(a.to_owned(), 9, 0)], "{a} in {got:?}");
+    }
+    assert!(of("127.0.0.8").is_empty(), "a message the kernel did not send was recorded: {got:?}");
+    assert!(of("127.0.0.10").is_empty(), "a message after a failed first was recorded: {got:?}");
+    let failed = of("127.0.0.9");
+    assert_eq!(failed.len(), 1, "{got:?}");
+    assert!(failed[0].2 < 0, "the failed first message carries the call's errno: {got:?}");
+}
+
 #[test]
 fn the_daemons_own_activity_is_not_observed() {
     let me = std::process::id();

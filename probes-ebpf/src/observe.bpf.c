@@ -1123,12 +1123,10 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		seen.addrlen = (__u32)args[5];
 		seen.msg_flags = (__u32)args[3];
 		break;
-	case NR_sendmsg:
-	case NR_sendmmsg: {
-		/* For sendmmsg the first message's destination stands for the call. */
+	case NR_sendmsg: {
 		struct user_msghdr_min m = {};
 		seen.kind = STANCE_EV_SEND;
-		seen.msg_flags = (__u32)(nr == NR_sendmsg ? args[2] : args[3]);
+		seen.msg_flags = (__u32)args[2];
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]))
 			return 0;
 		seen.addr = m.msg_name;
@@ -1137,6 +1135,83 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 	}
 	}
 	return emit_net(task, cgroup_id, &seen);
+}
+
+/*
+ * sendmmsg: every message names its own destination, and enforcement decides each one (in
+ * socket_sendmsg and cgroup/sendmsg*), so each message that went out is recorded, not only the
+ * first (a UDP server answering many clients in one call). The call returns how many messages were
+ * sent; an error only when the first failed, and that one is recorded with it. An error after the
+ * first is not returned, so a message that failed after others is not seen.
+ *
+ * The record code runs from a bpf_loop callback through emit_net_global(), a global function: the
+ * verifier checks a global function once, on its own, and at a call only its argument. Inlined in
+ * the callback, the record code was refused by 6.1's verifier and took 6.12's minutes to explore.
+ */
+#define UIO_MAXIOV 1024
+/* struct mmsghdr: a struct user_msghdr (56 bytes on 64-bit) and the sent length, padded. */
+#define MMSGHDR_SIZE 64
+
+/* The global function's view of a destination: the net_seen fields it needs, all scalars (a global
+ * function's argument is plain memory, so its pointers would be numbers anyway). */
+struct net_msg {
+	__u64 addr;
+	__u32 addrlen;
+	__u32 msg_flags;
+	long fd;
+	long ret;
+	int peer_hooked;
+};
+
+__noinline int emit_net_global(const struct net_msg *m)
+{
+	if (!m)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct net_seen seen = { .kind = STANCE_EV_SEND, .fd = m->fd, .addr = (const void *)m->addr,
+				 .addr_is_user = 1, .addrlen = m->addrlen, .ret = m->ret,
+				 .msg_flags = m->msg_flags, .peer_hooked = m->peer_hooked };
+	return emit_net(task, task_cgroup_id(task), &seen);
+}
+
+struct mmsg_loop {
+	/* The user's struct mmsghdr array. */
+	__u64 vec;
+	struct net_msg msg;
+};
+
+static long mmsg_step(__u32 i, void *ctx)
+{
+	struct mmsg_loop *l = ctx;
+	struct user_msghdr_min h = {};
+	if (bpf_probe_read_user(&h, sizeof(h), (void *)(l->vec + (__u64)i * MMSGHDR_SIZE)))
+		return 1;
+	l->msg.addr = (__u64)h.msg_name;
+	l->msg.addrlen = h.msg_namelen;
+	emit_net_global(&l->msg);
+	return 0;
+}
+
+static __always_inline int on_sendmmsg_exit(long ret, const struct pt_regs *regs)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 args[6] = {};
+	if (user_args(task, regs, NR_sendmmsg, args) < 0)
+		return 0;
+	__u32 vlen = (__u32)args[2];
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	struct mmsg_loop l = { .vec = args[1],
+			       .msg = { .fd = (int)args[0], .msg_flags = (__u32)args[3], .peer_hooked = regs != NULL } };
+	__u32 n = vlen;
+	if (ret < 0) {
+		l.msg.ret = ret;
+		n = vlen ? 1 : 0;
+	} else if (ret < vlen) {
+		n = ret;
+	}
+	bpf_loop(n, mmsg_step, &l, 0);
+	return 0;
 }
 
 /* Dedup check and record of a connect or datagram send, however it was hooked. */
@@ -1289,7 +1364,7 @@ int stance_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
 int stance_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_net_exit(ctx->ret, NR_sendmmsg, NULL);
+	return on_sendmmsg_exit(ctx->ret, NULL);
 }
 
 /* The same calls where fexit programs load. */
@@ -1400,7 +1475,7 @@ int BPF_PROG(stance_fx_sendmsg, const struct pt_regs *regs, long ret)
 SEC("fexit/__x64_sys_sendmmsg")
 int BPF_PROG(stance_fx_sendmmsg, const struct pt_regs *regs, long ret)
 {
-	return on_net_exit(ret, NR_sendmmsg, regs);
+	return on_sendmmsg_exit(ret, regs);
 }
 
 /*

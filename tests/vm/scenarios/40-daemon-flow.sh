@@ -5,14 +5,15 @@
 #  1. observe: a normal run of workload `flow` (reads two files, writes one, saves one by writing a
 #     temporary file and renaming it over the file, runs a binary, connects to a local TCP port
 #     and, through a symlink, to a unix socket, sends a unix datagram through a symlink and a UDP
-#     datagram with sendto, connects to another port with TCP Fast Open, no raw socket)
+#     datagram with sendto and three more in one sendmmsg, connects to another port with TCP Fast
+#     Open, no raw socket)
 #     reaches the graph;
 #  2. audit: the same run plus one new read: nothing is blocked, and the new read, only it, is
 #     stored as a would-deny event, which `stance policy` lists as a proposed addition;
 #  3. enforce: the same normal run succeeds completely; the unaccepted proposal stays denied; then
 #     each forbidden action (a file never
 #     read, a write to a file only read, exec of /bin/sh, another port, sendto another address, a
-#     raw socket, a ptrace or /proc/PID/environ read of a host process) fails inside the workload
+#     sendmmsg's message to another address, a raw socket, a ptrace or /proc/PID/environ read of a host process) fails inside the workload
 #     and works outside it, and the stored deny
 #     events are exactly those (domain, object, acting executable);
 #  4. `kill -9` of the daemon: denies still hold; a restarted daemon adopts its pins (one link
@@ -67,6 +68,8 @@ ln -s dsrv.sock $D/dlink.sock || fail "ln"
 # that enforcement's path_rename asks for that name. (In a directory of its own: two names created
 # in one directory would earn a write rule on the directory, which would allow `write $D/a` below.)
 NORMAL="read $D/a read $D/b write $D/out save $D/db/state exec $D/helper connect 127.0.0.1:8040 unix $D/link.sock dgram $D/dlink.sock sendto 127.0.0.1:8042 tfo 127.0.0.1:8043 peek"
+# One sendmmsg to three destinations: enforcement decides each message, so each must be learned.
+NORMAL="$NORMAL sendmmsg 127.0.0.1:8044,127.0.0.1:8045,127.0.0.3:8046"
 
 echo "== 1. observe"
 start_daemon
@@ -77,7 +80,8 @@ expect_daemon_line "^  control: listening on "
 expect_linked no stance_file_open stance_bprm_check stance_capable stance_socket_connect
 # shellcheck disable=SC2086 # NORMAL is a list of words on purpose
 run_inside $W 0 $NORMAL
-wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock unix:$D/dsrv.sock 127.0.0.1:8042/udp 127.0.0.1:8043/tcp
+wait_graph $W $D/a $D/b $D/out $D/db/state $D/db/state.tmp $D/helper "$FW" 127.0.0.1:8040/tcp unix:$D/srv.sock unix:$D/dsrv.sock 127.0.0.1:8042/udp 127.0.0.1:8043/tcp \
+    127.0.0.1:8044/udp 127.0.0.1:8045/udp 127.0.0.3:8046/udp
 
 echo "== 2. audit"
 mode $W audit
@@ -114,6 +118,10 @@ expect_action $W EPERM tfo 127.0.0.1:8041
 expect_action - ok tfo 127.0.0.1:8041
 expect_action $W EPERM sendto 127.0.0.2:8042
 expect_action - ok sendto 127.0.0.2:8042
+# A learned destination, then one never seen: the kernel sends the first message and refuses the
+# second, and sendmmsg reports only the count.
+expect_action $W "error: sent 1 of 2" sendmmsg 127.0.0.1:8044,127.0.0.2:8044
+expect_action - ok sendmmsg 127.0.0.1:8044,127.0.0.2:8044
 # The normal run's peek of its own child is allowed (ptrace: same-workload); a process of another
 # workload (the host's server) is not, by ptrace(2) or through its /proc files.
 expect_action $W EPERM ptrace $srv1
@@ -129,6 +137,7 @@ file $D/a $FW
 process /bin/busybox $FW
 network 127.0.0.1:8041/tcp $FW
 network 127.0.0.2:8042/udp $FW
+network 127.0.0.2:8044/udp $FW
 process ptrace pid $srv1 (enforce-probe) $FW
 capabilities CAP_NET_RAW $FW
 EOF

@@ -14,6 +14,10 @@
 //!   unix PATH          unix stream connect to PATH, then close
 //!   dgram PATH         one unix datagram to PATH with sendto(2) on an unbound, unconnected socket
 //!   sendto ADDR:PORT   one UDP datagram with sendto(2) on an unconnected socket
+//!   sendmmsg ADDR:PORT,ADDR:PORT,...
+//!                      one sendmmsg(2) call on an unconnected UDP socket, a datagram to each
+//!                      (IPv4) destination in turn; fails with "sent K of N" when the kernel sent
+//!                      only the first K (it reports an error only when the first failed)
 //!   tfo ADDR:PORT      TCP Fast Open: sendto(2) with MSG_FASTOPEN on a new TCP socket, then close
 //!   raw                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), which needs CAP_NET_RAW
 //!   peek               fork a child and read its /proc/PID/environ (a ptrace read check on a
@@ -81,16 +85,22 @@ fn unix(path: &str) -> Outcome {
     std::os::unix::net::UnixStream::connect(path).map(drop)
 }
 
-fn tfo(target: &str) -> Outcome {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let to = addr(target)?;
-    let SocketAddr::V4(v4) = to else { return Err(invalid(format!("{target}: tfo takes an IPv4 address"))) };
-    let sin = libc::sockaddr_in {
+/// An IPv4 ADDR:PORT as the kernel takes it, for the actions that call libc directly.
+fn sockaddr_v4(action: &str, target: &str) -> io::Result<libc::sockaddr_in> {
+    let SocketAddr::V4(v4) = addr(target)? else {
+        return Err(invalid(format!("{target}: {action} takes an IPv4 address")));
+    };
+    Ok(libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: v4.port().to_be(),
         sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
         sin_zero: [0; 8],
-    };
+    })
+}
+
+fn tfo(target: &str) -> Outcome {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let sin = sockaddr_v4("tfo", target)?;
     // SAFETY: socket(2) with constant arguments; the fd is owned (and closed) by `fd`.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     if fd < 0 {
@@ -123,6 +133,31 @@ fn sendto(target: &str) -> Outcome {
     let to = addr(target)?;
     let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     UdpSocket::bind(any)?.send_to(b"flow", to).map(drop)
+}
+
+fn sendmmsg(targets: &str) -> Outcome {
+    let sins = targets.split(',').map(|t| sockaddr_v4("sendmmsg", t)).collect::<io::Result<Vec<_>>>()?;
+    let payload = *b"flow";
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); the fields used are set below.
+    let mut msgs: Vec<libc::mmsghdr> = sins.iter().map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (m, sin) in msgs.iter_mut().zip(&sins) {
+        m.msg_hdr.msg_name = (sin as *const libc::sockaddr_in).cast_mut().cast();
+        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the messages point at addresses and a buffer that outlive the call.
+    let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != msgs.len() {
+        return Err(io::Error::other(format!("sent {n} of {}", msgs.len())));
+    }
+    Ok(())
 }
 
 /// `raw` takes no target; the others take one.
@@ -202,6 +237,7 @@ fn parse(args: &[String]) -> Result<Vec<Action<'_>>, String> {
             "dgram" => dgram,
             "tfo" => tfo,
             "sendto" => sendto,
+            "sendmmsg" => sendmmsg,
             other => return Err(format!("unknown action {other:?}")),
         };
         rest = tail;
