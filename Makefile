@@ -55,9 +55,11 @@ vm-tests:
 	gcc -O2 -Wall -Wextra -Werror -o $(BIN)/bench-floor tests/bench/floor.c -lbpf
 	clang-19 -O2 -g -target bpf -I/usr/include/$$(gcc -dumpmachine) -c tests/bench/floor-fexit.bpf.c \
 		-o $(BIN)/floor-fexit.bpf.o
+	gcc -m32 -static -nostdlib -ffreestanding -fno-pic -O2 -Wall -Wextra -Werror -o $(BIN)/send32 \
+		tests/vm/compat/send32.c
 	$(BIN)/stance-vmtest --bin $(BIN)/stance --bin $(BIN)/canary-loader \
 		--bin $(BIN)/stance-enforce-test --bin $(BIN)/enforce-probe --bin $(BIN)/flow-workload \
-		--bin $(BIN)/loadgen --bin $(BIN)/bench-floor --file $(BIN)/floor-fexit.bpf.o:$(FLOOR_OBJ_GUEST) \
+		--bin $(BIN)/send32 --bin $(BIN)/loadgen --bin $(BIN)/bench-floor --file $(BIN)/floor-fexit.bpf.o:$(FLOOR_OBJ_GUEST) \
 		--bin "$$(command -v bpftool)" --env STANCE_OBS_BENCH_PAIRS=1 --env STANCE_OBS_BENCH_SECONDS=0.1 \
 		$(VM_SERVERS) --lib-from-ldd --scenarios tests/vm/scenarios
 

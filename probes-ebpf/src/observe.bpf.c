@@ -1073,6 +1073,33 @@ struct user_msghdr_min {
 	int msg_namelen;
 };
 
+/*
+ * A 32-bit process's sendmsg and sendmmsg reach the kernel's __sys_sendmsg and __sys_sendmmsg with
+ * MSG_CMSG_COMPAT added to the flags, and messages in the compat layout: a compat_msghdr starts
+ * with the name's 32-bit address and its length, and a compat_mmsghdr is 32 bytes.
+ */
+#define MSG_CMSG_COMPAT 0x80000000U
+#define COMPAT_MMSGHDR_SIZE 32
+
+/* The destination a user msghdr names (address and length), in either layout. */
+static __always_inline int msghdr_dest(const void *umsg, int compat, __u64 *addr, __u32 *addrlen)
+{
+	if (compat) {
+		__u32 c[2] = {};
+		if (bpf_probe_read_user(c, sizeof(c), umsg))
+			return -1;
+		*addr = c[0];
+		*addrlen = c[1];
+		return 0;
+	}
+	struct user_msghdr_min m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), umsg))
+		return -1;
+	*addr = (__u64)m.msg_name;
+	*addrlen = m.msg_namelen;
+	return 0;
+}
+
 /* A destination as a hook saw it, before the dedup check and the record. */
 struct net_seen {
 	__u32 kind;
@@ -1124,13 +1151,12 @@ static __always_inline int on_net_exit(long ret, long nr, const struct pt_regs *
 		seen.msg_flags = (__u32)args[3];
 		break;
 	case NR_sendmsg: {
-		struct user_msghdr_min m = {};
+		__u64 addr = 0;
 		seen.kind = STANCE_EV_SEND;
 		seen.msg_flags = (__u32)args[2];
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]))
+		if (msghdr_dest((void *)args[1], 0, &addr, &seen.addrlen))
 			return 0;
-		seen.addr = m.msg_name;
-		seen.addrlen = m.msg_namelen;
+		seen.addr = (const void *)addr;
 		break;
 	}
 	}
@@ -1175,34 +1201,30 @@ __noinline int emit_net_global(const struct net_msg *m)
 }
 
 struct mmsg_loop {
-	/* The user's struct mmsghdr array. */
+	/* The user's struct mmsghdr (or compat_mmsghdr) array. */
 	__u64 vec;
+	int compat;
 	struct net_msg msg;
 };
 
 static long mmsg_step(__u32 i, void *ctx)
 {
 	struct mmsg_loop *l = ctx;
-	struct user_msghdr_min h = {};
-	if (bpf_probe_read_user(&h, sizeof(h), (void *)(l->vec + (__u64)i * MMSGHDR_SIZE)))
+	__u64 stride = l->compat ? COMPAT_MMSGHDR_SIZE : MMSGHDR_SIZE;
+	if (msghdr_dest((void *)(l->vec + i * stride), l->compat, &l->msg.addr, &l->msg.addrlen))
 		return 1;
-	l->msg.addr = (__u64)h.msg_name;
-	l->msg.addrlen = h.msg_namelen;
 	emit_net_global(&l->msg);
 	return 0;
 }
 
-static __always_inline int on_sendmmsg_exit(long ret, const struct pt_regs *regs)
+/* A sendmmsg that returned ret: its arguments as the hook found them. */
+static __always_inline int on_sendmmsg(long ret, long fd, __u64 vec, __u32 vlen, __u32 flags, int peer_hooked)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 args[6] = {};
-	if (user_args(task, regs, NR_sendmmsg, args) < 0)
-		return 0;
-	__u32 vlen = (__u32)args[2];
 	if (vlen > UIO_MAXIOV)
 		vlen = UIO_MAXIOV;
-	struct mmsg_loop l = { .vec = args[1],
-			       .msg = { .fd = (int)args[0], .msg_flags = (__u32)args[3], .peer_hooked = regs != NULL } };
+	struct mmsg_loop l = { .vec = vec,
+			       .compat = (flags & MSG_CMSG_COMPAT) != 0,
+			       .msg = { .fd = fd, .msg_flags = flags, .peer_hooked = peer_hooked } };
 	__u32 n = vlen;
 	if (ret < 0) {
 		l.msg.ret = ret;
@@ -1212,6 +1234,15 @@ static __always_inline int on_sendmmsg_exit(long ret, const struct pt_regs *regs
 	}
 	bpf_loop(n, mmsg_step, &l, 0);
 	return 0;
+}
+
+static __always_inline int on_sendmmsg_exit(long ret, const struct pt_regs *regs)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 args[6] = {};
+	if (user_args(task, regs, NR_sendmmsg, args) < 0)
+		return 0;
+	return on_sendmmsg(ret, (int)args[0], args[1], (__u32)args[2], (__u32)args[3], regs != NULL);
 }
 
 /* Dedup check and record of a connect or datagram send, however it was hooked. */
@@ -1434,11 +1465,10 @@ static __always_inline int on_uring_send(void *req_ptr, int sendmsg, int ret)
 	struct net_seen seen = { .kind = STANCE_EV_SEND, .sf = BPF_CORE_READ(req, file), .fd = -1, .addr_is_user = 1,
 				 .peer_hooked = 1 };
 	if (sendmsg) {
-		struct user_msghdr_min m = {};
-		if (bpf_probe_read_user(&m, sizeof(m), BPF_CORE_READ(sr, umsg)))
+		__u64 addr = 0;
+		if (msghdr_dest(BPF_CORE_READ(sr, umsg), 0, &addr, &seen.addrlen))
 			return 0;
-		seen.addr = m.msg_name;
-		seen.addrlen = m.msg_namelen;
+		seen.addr = (const void *)addr;
 	} else {
 		seen.addr = BPF_CORE_READ(sr, addr);
 		seen.addrlen = BPF_CORE_READ(sr, addr_len);
@@ -1476,6 +1506,49 @@ SEC("fexit/__x64_sys_sendmmsg")
 int BPF_PROG(stance_fx_sendmmsg, const struct pt_regs *regs, long ret)
 {
 	return on_sendmmsg_exit(ret, regs);
+}
+
+/*
+ * Where they load, the kernel functions the send syscalls share: the 64-bit syscalls, a 32-bit
+ * process's (ia32 and compat, and socketcall's), which the __x64_sys_* programs above never see,
+ * all call them with the caller's arguments. User addresses are read as numbers from the argument
+ * slots: the verifier refuses arithmetic on the typed pointers.
+ */
+#define CTX_NUM(i)                                                      \
+	({                                                              \
+		__u64 __v = 0;                                          \
+		bpf_probe_read_kernel(&__v, sizeof(__v), &ctx[i]);      \
+		__v;                                                    \
+	})
+
+SEC("fexit/__sys_sendto")
+int BPF_PROG(stance_fx_sys_sendto, int fd, void *buff, size_t len, unsigned int flags, void *addr, int addr_len,
+	     int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct net_seen seen = { .kind = STANCE_EV_SEND, .fd = fd, .addr = (const void *)CTX_NUM(4), .addr_is_user = 1,
+				 .addrlen = addr_len, .ret = ret < 0 ? ret : 0, .msg_flags = flags, .peer_hooked = 1 };
+	return emit_net(task, task_cgroup_id(task), &seen);
+}
+
+SEC("fexit/__sys_sendmsg")
+int BPF_PROG(stance_fx_sys_sendmsg, int fd, void *msg, unsigned int flags, bool forbid_cmsg_compat, long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct net_seen seen = { .kind = STANCE_EV_SEND, .fd = fd, .addr_is_user = 1, .ret = ret < 0 ? ret : 0,
+				 .msg_flags = flags, .peer_hooked = 1 };
+	__u64 addr = 0;
+	if (msghdr_dest((const void *)CTX_NUM(1), (flags & MSG_CMSG_COMPAT) != 0, &addr, &seen.addrlen))
+		return 0;
+	seen.addr = (const void *)addr;
+	return emit_net(task, task_cgroup_id(task), &seen);
+}
+
+SEC("fexit/__sys_sendmmsg")
+int BPF_PROG(stance_fx_sys_sendmmsg, int fd, void *mmsg, unsigned int vlen, unsigned int flags,
+	     bool forbid_cmsg_compat, int ret)
+{
+	return on_sendmmsg(ret, fd, CTX_NUM(1), vlen, flags, 1);
 }
 
 /*

@@ -20,12 +20,13 @@ EMPTY("fexit/security_path_rename", floor_path_rename)
 EMPTY("fexit/security_path_link", floor_path_link)
 EMPTY("fexit/security_path_truncate", floor_path_truncate)
 EMPTY("fexit/security_path_mknod", floor_path_mknod)
-/* network: the kernel's connect path (connect(2) and io_uring's CONNECT), datagram sends at their
- * syscalls and io_uring's where it issues them, unix datagrams where their peer is found */
+/* network: the kernel's connect path (connect(2) and io_uring's CONNECT), datagram sends in the
+ * functions the 64-bit and 32-bit syscalls share and io_uring's where it issues them, unix
+ * datagrams where their peer is found */
 EMPTY("fexit/__sys_connect_file", floor_connect)
-EMPTY("fexit/__x64_sys_sendto", floor_sendto)
-EMPTY("fexit/__x64_sys_sendmsg", floor_sendmsg)
-EMPTY("fexit/__x64_sys_sendmmsg", floor_sendmmsg)
+EMPTY("fexit/__sys_sendto", floor_sendto)
+EMPTY("fexit/__sys_sendmsg", floor_sendmsg)
+EMPTY("fexit/__sys_sendmmsg", floor_sendmmsg)
 EMPTY("fexit/io_sendmsg", floor_io_sendmsg)
 EMPTY("fexit/io_send", floor_io_send)
 EMPTY("fexit/security_unix_may_send", floor_unix_may_send)

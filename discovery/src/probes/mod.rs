@@ -258,16 +258,17 @@ const FAMILIES: &[Family] = &[
         name: "network",
         hooks: &[
             // connect(2) and io_uring's CONNECT in the kernel's connect path, by kernel objects;
-            // datagram sends at their syscalls, and io_uring's SENDMSG and SEND where it issues
-            // them (they reach the socket layer directly, past every syscall hook); unix datagrams
-            // where the kernel found their peer (security_unix_may_send), by its bound path.
+            // datagram sends in the functions their 64-bit and 32-bit syscalls share, and
+            // io_uring's SENDMSG and SEND where it issues them (they reach the socket layer
+            // directly, past every syscall hook); unix datagrams where the kernel found their peer
+            // (security_unix_may_send), by its bound path.
             Hook {
                 label: Some("fexit, __sys_connect_file"),
                 programs: &[
                     ("stance_fx_connect_file", Attach::FExit("__sys_connect_file")),
-                    ("stance_fx_sendto", Attach::FExit("__x64_sys_sendto")),
-                    ("stance_fx_sendmsg", Attach::FExit("__x64_sys_sendmsg")),
-                    ("stance_fx_sendmmsg", Attach::FExit("__x64_sys_sendmmsg")),
+                    ("stance_fx_sys_sendto", Attach::FExit("__sys_sendto")),
+                    ("stance_fx_sys_sendmsg", Attach::FExit("__sys_sendmsg")),
+                    ("stance_fx_sys_sendmmsg", Attach::FExit("__sys_sendmmsg")),
                     ("stance_fx_io_sendmsg", Attach::FExit("io_sendmsg")),
                     ("stance_fx_io_send", Attach::FExit("io_send")),
                     ("stance_fx_unix_may_send", Attach::FExit("security_unix_may_send")),

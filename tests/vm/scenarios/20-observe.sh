@@ -10,12 +10,14 @@
 # graph too, as are io_uring's datagram sends (SENDMSG, SEND with a destination) and name changes
 # (RENAMEAT). Unix datagrams name the socket that received them.
 #
-# Needs `stance` and `enforce-probe` on PATH (stance-vmtest --bin target/release/stance
-# --bin target/release/enforce-probe --lib-from-ldd).
+# Needs `stance`, `enforce-probe` and `send32` on PATH (stance-vmtest --bin target/release/stance
+# --bin target/release/enforce-probe --bin target/release/send32 --lib-from-ldd; send32 is built by
+# the Makefile's vm-tests target from tests/vm/compat/send32.c).
 fail() { echo "FAIL: $*"; [ -f /tmp/stance.out ] && cat /tmp/stance.out /tmp/stance.err; exit 1; }
 
 command -v stance >/dev/null || fail "stance is not in the guest (pass --bin)"
 command -v enforce-probe >/dev/null || fail "enforce-probe is not in the guest (pass --bin)"
+command -v send32 >/dev/null || fail "send32 is not in the guest (pass --bin)"
 # A unix datagram socket connected before the daemon starts (a logger's, opened at its start): its
 # sends name no destination, and its connect was never seen, so only the kernel's check of each
 # datagram (security_unix_may_send) can say where they go.
@@ -88,7 +90,7 @@ done
 stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/null && chown 65534 /tmp/obs/data.txt
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
     enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
-    enforce-probe uring-sendmsg 127.0.0.1 5354; enforce-probe uring-sendto 127.0.0.1 5355
+    enforce-probe uring-sendmsg 127.0.0.1 5354; enforce-probe uring-sendto 127.0.0.1 5355; send32 5360
     enforce-probe unix-sendto dg-link; enforce-probe unix-sendto @stance-obs-dg; enforce-probe unix-sendto /tmp/obs/nobody.sock
     echo x >tmp.1 && mv tmp.1 dump.rdb && ln dump.rdb hard && rm hard && rmdir sub && mkfifo fifo
     enforce-probe truncate /tmp/obs/trunc.txt; enforce-probe uring-rename /tmp/obs/u.1 /tmp/obs/u.2; echo new >trunc2.txt
@@ -105,7 +107,8 @@ while :; do
         echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' &&
         echo "$g" | grep -q '"127.0.0.1:5354/udp"' && echo "$g" | grep -q '"127.0.0.1:5355/udp"' &&
         echo "$g" | grep -q '"unix:/tmp/obs/dg.sock"' && echo "$g" | grep -q '"unix:@stance-obs-dg"' &&
-        echo "$g" | grep -q '"unix:/tmp/obs/nobody.sock"' && break
+        echo "$g" | grep -q '"unix:/tmp/obs/nobody.sock"' && echo "$g" | grep -q '"127.0.0.1:5363/udp"' &&
+        echo "$g" | grep -q '"/tmp/obs/trunc2.txt"' && break
     i=$((i + 1))
     [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
     sleep 0.2
@@ -154,6 +157,14 @@ for port in 5354 5355; do
         { echo "$g"; fail "no udp,send edge to 127.0.0.1:$port from io_uring's $( [ $port = 5354 ] && echo SENDMSG || echo SEND )"; }
 done
 echo "ok: io_uring's SENDMSG and SEND with a destination are datagram sends"
+# A 32-bit program's sends (send32: sendto by socketcall to 5360, sendmsg to 5361, sendmmsg to 5362
+# and 5363, messages in the 32-bit layout) never pass the 64-bit syscalls: seen in the functions
+# both share. Enforcement decides them in socket_sendmsg, so observation must learn them.
+for port in 5360 5361 5362 5363; do
+    echo "$flat" | grep -q "\"target_label\":\"127.0.0.1:$port/udp\",\"actor\":\"[^\"]*send32\",\"access\":\"udp,send\",\"result\":\"ok\"" ||
+        { echo "$g"; fail "no udp,send edge to 127.0.0.1:$port from the 32-bit send32"; }
+done
+echo "ok: a 32-bit program's sendto (socketcall), sendmsg and sendmmsg are datagram sends"
 # Unix datagrams are recorded where the kernel found the receiver (security_unix_may_send), by the
 # path it is bound to, which enforcement's unix_may_send matches: not the symlink (or relative name)
 # the sender wrote. A send that found no receiver keeps the name it was given, with its errno.
