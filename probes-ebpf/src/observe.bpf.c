@@ -1075,8 +1075,10 @@ struct user_msghdr_min {
 
 /*
  * A 32-bit process's sendmsg and sendmmsg reach the kernel's __sys_sendmsg and __sys_sendmmsg with
- * MSG_CMSG_COMPAT added to the flags, and messages in the compat layout: a compat_msghdr starts
- * with the name's 32-bit address and its length, and a compat_mmsghdr is 32 bytes.
+ * MSG_CMSG_COMPAT added to the flags and forbid_cmsg_compat false, and messages in the compat
+ * layout: a compat_msghdr starts with the name's 32-bit address and its length, and a
+ * compat_mmsghdr is 32 bytes. (A 64-bit caller that sets MSG_CMSG_COMPAT itself comes with
+ * forbid_cmsg_compat true, and is refused with EINVAL: its messages are in the 64-bit layout.)
  */
 #define MSG_CMSG_COMPAT 0x80000000U
 #define COMPAT_MMSGHDR_SIZE 32
@@ -1218,12 +1220,13 @@ static long mmsg_step(__u32 i, void *ctx)
 }
 
 /* A sendmmsg that returned ret: its arguments as the hook found them. */
-static __always_inline int on_sendmmsg(long ret, long fd, __u64 vec, __u32 vlen, __u32 flags, int peer_hooked)
+static __always_inline int on_sendmmsg(long ret, long fd, __u64 vec, __u32 vlen, __u32 flags, int compat,
+				       int peer_hooked)
 {
 	if (vlen > UIO_MAXIOV)
 		vlen = UIO_MAXIOV;
 	struct mmsg_loop l = { .vec = vec,
-			       .compat = (flags & MSG_CMSG_COMPAT) != 0,
+			       .compat = compat,
 			       .msg = { .fd = fd, .msg_flags = flags, .peer_hooked = peer_hooked } };
 	__u32 n = vlen;
 	if (ret < 0) {
@@ -1242,7 +1245,7 @@ static __always_inline int on_sendmmsg_exit(long ret, const struct pt_regs *regs
 	__u64 args[6] = {};
 	if (user_args(task, regs, NR_sendmmsg, args) < 0)
 		return 0;
-	return on_sendmmsg(ret, (int)args[0], args[1], (__u32)args[2], (__u32)args[3], regs != NULL);
+	return on_sendmmsg(ret, (int)args[0], args[1], (__u32)args[2], (__u32)args[3], 0, regs != NULL);
 }
 
 /* Dedup check and record of a connect or datagram send, however it was hooked. */
@@ -1538,7 +1541,8 @@ int BPF_PROG(stance_fx_sys_sendmsg, int fd, void *msg, unsigned int flags, bool 
 	struct net_seen seen = { .kind = STANCE_EV_SEND, .fd = fd, .addr_is_user = 1, .ret = ret < 0 ? ret : 0,
 				 .msg_flags = flags, .peer_hooked = 1 };
 	__u64 addr = 0;
-	if (msghdr_dest((const void *)CTX_NUM(1), (flags & MSG_CMSG_COMPAT) != 0, &addr, &seen.addrlen))
+	int compat = (flags & MSG_CMSG_COMPAT) && !forbid_cmsg_compat;
+	if (msghdr_dest((const void *)CTX_NUM(1), compat, &addr, &seen.addrlen))
 		return 0;
 	seen.addr = (const void *)addr;
 	return emit_net(task, task_cgroup_id(task), &seen);
@@ -1548,7 +1552,7 @@ SEC("fexit/__sys_sendmmsg")
 int BPF_PROG(stance_fx_sys_sendmmsg, int fd, void *mmsg, unsigned int vlen, unsigned int flags,
 	     bool forbid_cmsg_compat, int ret)
 {
-	return on_sendmmsg(ret, fd, CTX_NUM(1), vlen, flags, 1);
+	return on_sendmmsg(ret, fd, CTX_NUM(1), vlen, flags, (flags & MSG_CMSG_COMPAT) && !forbid_cmsg_compat, 1);
 }
 
 /*

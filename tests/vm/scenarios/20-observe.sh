@@ -91,6 +91,7 @@ stance launch --workload vmobs -- sh -c 'cd /tmp/obs && cat data.txt link >/dev/
     cat missing.txt 2>/dev/null; nc 127.0.0.1 9 </dev/null; enforce-probe udp-send 127.0.0.1 5353; enforce-probe uring-open /tmp/obs/uring.txt
     enforce-probe uring-open /tmp/obs/uring-missing.txt; enforce-probe uring-connect 127.0.0.1 7
     enforce-probe uring-sendmsg 127.0.0.1 5354; enforce-probe uring-sendto 127.0.0.1 5355; send32 5360
+    enforce-probe udp-sendmsg-compat-flag 127.0.0.1 5364
     enforce-probe unix-sendto dg-link; enforce-probe unix-sendto @stance-obs-dg; enforce-probe unix-sendto /tmp/obs/nobody.sock
     echo x >tmp.1 && mv tmp.1 dump.rdb && ln dump.rdb hard && rm hard && rmdir sub && mkfifo fifo
     enforce-probe truncate /tmp/obs/trunc.txt; enforce-probe uring-rename /tmp/obs/u.1 /tmp/obs/u.2; echo new >trunc2.txt
@@ -107,7 +108,7 @@ while :; do
         echo "$g" | grep -q '"127.0.0.1:7/tcp"' && echo "$g" | grep -q '"/tmp/obs/u.2"' &&
         echo "$g" | grep -q '"127.0.0.1:5354/udp"' && echo "$g" | grep -q '"127.0.0.1:5355/udp"' &&
         echo "$g" | grep -q '"unix:/tmp/obs/dg.sock"' && echo "$g" | grep -q '"unix:@stance-obs-dg"' &&
-        echo "$g" | grep -q '"unix:/tmp/obs/nobody.sock"' && echo "$g" | grep -q '"127.0.0.1:5363/udp"' &&
+        echo "$g" | grep -q '"unix:/tmp/obs/nobody.sock"' && echo "$g" | grep -q '"127.0.0.1:5363/udp"' && echo "$g" | grep -q '"127.0.0.1:5364/udp"' &&
         echo "$g" | grep -q '"/tmp/obs/trunc2.txt"' && break
     i=$((i + 1))
     [ "$i" -gt 150 ] && { echo "$g"; fail "graph never showed the workload's files and connect (io_uring's too), capability and sendto"; }
@@ -164,6 +165,10 @@ for port in 5360 5361 5362 5363; do
     echo "$flat" | grep -q "\"target_label\":\"127.0.0.1:$port/udp\",\"actor\":\"[^\"]*send32\",\"access\":\"udp,send\",\"result\":\"ok\"" ||
         { echo "$g"; fail "no udp,send edge to 127.0.0.1:$port from the 32-bit send32"; }
 done
+# A 64-bit sendmsg that sets the kernel's 32-bit mark itself is refused (EINVAL), and its message,
+# in the 64-bit layout, names the destination all the same.
+echo "$flat" | grep -q '"target_label":"127.0.0.1:5364/udp","actor":"[^"]*","access":"udp,send","result":"EINVAL"' ||
+    { echo "$g"; fail "no failed (EINVAL) udp,send edge to 127.0.0.1:5364 from a 64-bit sendmsg with MSG_CMSG_COMPAT"; }
 echo "ok: a 32-bit program's sendto (socketcall), sendmsg and sendmmsg are datagram sends"
 # Unix datagrams are recorded where the kernel found the receiver (security_unix_may_send), by the
 # path it is bound to, which enforcement's unix_may_send matches: not the symlink (or relative name)

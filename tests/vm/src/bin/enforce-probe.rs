@@ -23,6 +23,10 @@
 //!                                    argv ["probe", ACTION...] (default `true`): the memfd then acts
 //!   connect ADDR PORT                TCP connect (ADDR may be IPv6, e.g. ::ffff:127.0.0.1)
 //!   udp-send ADDR PORT               sendto without connect
+//!   udp-sendmsg-compat-flag ADDR PORT
+//!                                    sendmsg(2) to ADDR with MSG_CMSG_COMPAT set by a 64-bit caller,
+//!                                    which the kernel refuses (EINVAL); its message is in the
+//!                                    64-bit layout all the same
 //!   unix-connect PATH|@NAME          unix stream connect
 //!   unix-sendto PATH|@NAME           one datagram from an unbound, unconnected unix datagram socket
 //!   unix-dgram-later PATH|@NAME FILE connect a unix datagram socket, print `connected`, wait until
@@ -673,6 +677,7 @@ fn act(args: &[String]) -> Option<Outcome> {
             let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
             UdpSocket::bind(bind)?.send_to(b"x", a).map(drop)
         }),
+        ["udp-sendmsg-compat-flag", h, p] => addr(h, p).and_then(sendmsg_compat_flag),
         ["unix-connect", n] => unix_addr(n).and_then(|a| UnixStream::connect_addr(&a).map(drop)),
         ["unix-dgram-later", n, go] => unix_dgram_later(n, go),
         ["unix-sendto", n] => {
@@ -690,6 +695,35 @@ fn act(args: &[String]) -> Option<Outcome> {
         ["bench-ab", kind, target, n, rounds, a, b] => bench_ab(kind, target, n, rounds, a, b),
         _ => return None,
     })
+}
+
+/// A 64-bit sendmsg that sets MSG_CMSG_COMPAT, the kernel's own mark of a 32-bit caller's call.
+fn sendmsg_compat_flag(to: SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V4(v4) = to else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "udp-sendmsg-compat-flag takes an IPv4 address",
+        ));
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    let payload = *b"x";
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    // SAFETY: all-zero is a valid msghdr; the fields used are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&sin as *const libc::sockaddr_in).cast_mut().cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    const MSG_CMSG_COMPAT: libc::c_int = 0x8000_0000_u32 as libc::c_int;
+    // SAFETY: the message points at an address and a buffer that outlive the call.
+    check(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, MSG_CMSG_COMPAT) } as libc::c_long).map(drop)
 }
 
 fn main() -> ExitCode {
