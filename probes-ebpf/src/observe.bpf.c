@@ -462,6 +462,17 @@ static __always_inline __u64 task_cgroup_id(struct task_struct *task)
 	return task->cgroups->dfl_cgrp->kn->id;
 }
 
+/*
+ * An fexit program's argument i as a number, read from its slot. The verifier types a pointer
+ * argument by its BTF and refuses arithmetic on it (an offset into an address, an ERR_PTR's errno).
+ */
+#define CTX_NUM(i)                                                      \
+	({                                                              \
+		__u64 __v = 0;                                          \
+		bpf_probe_read_kernel(&__v, sizeof(__v), &ctx[i]);      \
+		__v;                                                    \
+	})
+
 /* ---- syscall arguments from the saved user registers ------------------------------------------ */
 
 /*
@@ -799,11 +810,9 @@ int BPF_PROG(stance_fx_filp_open, int dfd, struct filename *pathname, const stru
 	__u64 cgroup_id = task_cgroup_id(task);
 
 	struct open_seen o = { .dirfd = dfd, .flags = open_flag, .have_args = 1, .nr = STANCE_SYSCALL_UNKNOWN };
-	/* A failed open returns ERR_PTR(-errno). The verifier types the result as a file pointer and
-	 * refuses arithmetic on it, so the errno is read as a number from the argument slot. */
+	/* A failed open returns ERR_PTR(-errno): the errno is read as a number (CTX_NUM). */
 	if ((unsigned long)ret >= (unsigned long)-MAX_ERRNO) {
-		long err = 0;
-		bpf_probe_read_kernel(&err, sizeof(err), &ctx[3]);
+		long err = (long)CTX_NUM(3);
 		/* io_uring first tries a lookup from the dentry cache only, without blocking; its
 		 * EAGAIN is not the open's outcome: the retry that follows is. */
 		if (err == -EAGAIN && (op->lookup_flags & LOOKUP_CACHED))
@@ -1082,6 +1091,11 @@ struct user_msghdr_min {
  */
 #define MSG_CMSG_COMPAT 0x80000000U
 #define COMPAT_MMSGHDR_SIZE 32
+
+static __always_inline int compat_call(__u32 flags, bool forbid_cmsg_compat)
+{
+	return (flags & MSG_CMSG_COMPAT) && !forbid_cmsg_compat;
+}
 
 /* The destination a user msghdr names (address and length), in either layout. */
 static __always_inline int msghdr_dest(const void *umsg, int compat, __u64 *addr, __u32 *addrlen)
@@ -1420,10 +1434,7 @@ int BPF_PROG(stance_fx_connect_file, struct file *file, void *address, int addrl
 	     int ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	/* The address as a number: the verifier refuses offsets on the typed pointer. */
-	__u64 addr = 0;
-	bpf_probe_read_kernel(&addr, sizeof(addr), &ctx[1]);
-	struct net_seen seen = { .kind = STANCE_EV_CONNECT, .sf = file, .fd = -1, .addr = (const void *)addr,
+	struct net_seen seen = { .kind = STANCE_EV_CONNECT, .sf = file, .fd = -1, .addr = (const void *)CTX_NUM(1),
 				 .addr_is_user = 0, .addrlen = addrlen, .ret = ret < 0 ? ret : 0 };
 	return emit_net(task, task_cgroup_id(task), &seen);
 }
@@ -1514,15 +1525,8 @@ int BPF_PROG(stance_fx_sendmmsg, const struct pt_regs *regs, long ret)
 /*
  * Where they load, the kernel functions the send syscalls share: the 64-bit syscalls, a 32-bit
  * process's (ia32 and compat, and socketcall's), which the __x64_sys_* programs above never see,
- * all call them with the caller's arguments. User addresses are read as numbers from the argument
- * slots: the verifier refuses arithmetic on the typed pointers.
+ * all call them with the caller's arguments. User addresses are read as numbers (CTX_NUM).
  */
-#define CTX_NUM(i)                                                      \
-	({                                                              \
-		__u64 __v = 0;                                          \
-		bpf_probe_read_kernel(&__v, sizeof(__v), &ctx[i]);      \
-		__v;                                                    \
-	})
 
 SEC("fexit/__sys_sendto")
 int BPF_PROG(stance_fx_sys_sendto, int fd, void *buff, size_t len, unsigned int flags, void *addr, int addr_len,
@@ -1541,8 +1545,7 @@ int BPF_PROG(stance_fx_sys_sendmsg, int fd, void *msg, unsigned int flags, bool 
 	struct net_seen seen = { .kind = STANCE_EV_SEND, .fd = fd, .addr_is_user = 1, .ret = ret < 0 ? ret : 0,
 				 .msg_flags = flags, .peer_hooked = 1 };
 	__u64 addr = 0;
-	int compat = (flags & MSG_CMSG_COMPAT) && !forbid_cmsg_compat;
-	if (msghdr_dest((const void *)CTX_NUM(1), compat, &addr, &seen.addrlen))
+	if (msghdr_dest((const void *)CTX_NUM(1), compat_call(flags, forbid_cmsg_compat), &addr, &seen.addrlen))
 		return 0;
 	seen.addr = (const void *)addr;
 	return emit_net(task, task_cgroup_id(task), &seen);
@@ -1552,7 +1555,7 @@ SEC("fexit/__sys_sendmmsg")
 int BPF_PROG(stance_fx_sys_sendmmsg, int fd, void *mmsg, unsigned int vlen, unsigned int flags,
 	     bool forbid_cmsg_compat, int ret)
 {
-	return on_sendmmsg(ret, fd, CTX_NUM(1), vlen, flags, (flags & MSG_CMSG_COMPAT) && !forbid_cmsg_compat, 1);
+	return on_sendmmsg(ret, fd, CTX_NUM(1), vlen, flags, compat_call(flags, forbid_cmsg_compat), 1);
 }
 
 /*

@@ -127,6 +127,65 @@ fn openat2(path: &str) -> Outcome {
 }
 
 /// io_uring without liburing: one ring of one entry, one IORING_OP_OPENAT, one completion.
+/// A socket of `to`'s family and `kind` (SOCK_STREAM, SOCK_DGRAM), and `to` as a sockaddr.
+fn socket_for(to: SocketAddr, kind: i32) -> io::Result<(i32, libc::sockaddr_storage, usize)> {
+    // SAFETY: socket(2) with constant arguments; the caller closes the fd.
+    let fd = check(unsafe {
+        let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        libc::socket(family, kind | libc::SOCK_CLOEXEC, 0)
+    } as libc::c_long)? as i32;
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match to {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    Ok((fd, storage, len))
+}
+
+/// One datagram of one byte to `to`, on an unconnected UDP socket of its family, with `to` as the
+/// msghdr's name: `send` gets the socket, the message, the address and its length, and the byte.
+/// The socket is closed afterwards.
+fn with_dgram_msg<T>(
+    to: SocketAddr,
+    send: impl FnOnce(i32, &libc::msghdr, &libc::sockaddr_storage, usize, &[u8; 1]) -> io::Result<T>,
+) -> io::Result<T> {
+    let (fd, mut storage, len) = socket_for(to, libc::SOCK_DGRAM)?;
+    let mut byte = *b"x";
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: an all-zero msghdr is a valid value; its pointers are set to live locals below.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = len as u32;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    let res = send(fd, &hdr, &storage, len, &byte);
+    // SAFETY: closing the socket made above.
+    unsafe { libc::close(fd) };
+    res
+}
+
 mod uring {
     use super::*;
 
@@ -288,43 +347,6 @@ mod uring {
         submit_one(e).map(drop)
     }
 
-    /// A socket of `to`'s family and `kind` (SOCK_STREAM, SOCK_DGRAM), and `to` as a sockaddr.
-    fn socket_for(to: SocketAddr, kind: i32) -> io::Result<(i32, libc::sockaddr_storage, usize)> {
-        // SAFETY: socket(2) with constant arguments; the caller closes the fd.
-        let fd = check(unsafe {
-            let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-            libc::socket(family, kind | libc::SOCK_CLOEXEC, 0)
-        } as libc::c_long)? as i32;
-        // SAFETY: an all-zero sockaddr_storage is a valid value.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match to {
-            SocketAddr::V4(a) => {
-                let sa = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_in fits in sockaddr_storage.
-                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sa = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: 0,
-                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                    sin6_scope_id: 0,
-                };
-                // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sa) };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        Ok((fd, storage, len))
-    }
-
     /// A TCP connect through IORING_OP_CONNECT (the address length travels in `off`).
     pub fn connect(to: SocketAddr) -> Outcome {
         let (fd, storage, len) = socket_for(to, libc::SOCK_STREAM)?;
@@ -338,29 +360,20 @@ mod uring {
     /// the msghdr's name, or IORING_OP_SEND with it in `addr2` (`off`) and its length in the SQE's
     /// `addr_len` (bytes 44-45, the low half of `pad[0]`'s upper word).
     pub fn sendto(to: SocketAddr, msg: bool) -> Outcome {
-        let (fd, mut storage, len) = socket_for(to, libc::SOCK_DGRAM)?;
-        let mut byte = *b"x";
-        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-        // SAFETY: an all-zero msghdr is a valid value; its pointers are set to live locals below.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
-        hdr.msg_namelen = len as u32;
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        let e = if msg {
-            let mut e = sqe(IORING_OP_SENDMSG, fd, &hdr as *const _ as u64, 0, 0);
-            e.len = 1;
-            e
-        } else {
-            let mut e = sqe(IORING_OP_SEND, fd, byte.as_ptr() as u64, &storage as *const _ as u64, 0);
-            e.len = 1;
-            e.pad[0] = (len as u64) << 32;
-            e
-        };
-        let res = submit_one(e);
-        // SAFETY: closing the socket made above.
-        unsafe { libc::close(fd) };
-        res.map(drop)
+        with_dgram_msg(to, |fd, hdr, storage, len, byte| {
+            let e = if msg {
+                let mut e = sqe(IORING_OP_SENDMSG, fd, hdr as *const _ as u64, 0, 0);
+                e.len = 1;
+                e
+            } else {
+                let mut e = sqe(IORING_OP_SEND, fd, byte.as_ptr() as u64, storage as *const _ as u64, 0);
+                e.len = 1;
+                e.pad[0] = (len as u64) << 32;
+                e
+            };
+            submit_one(e)
+        })
+        .map(drop)
     }
 }
 
@@ -698,32 +711,13 @@ fn act(args: &[String]) -> Option<Outcome> {
 }
 
 /// A 64-bit sendmsg that sets MSG_CMSG_COMPAT, the kernel's own mark of a 32-bit caller's call.
-fn sendmsg_compat_flag(to: SocketAddr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let SocketAddr::V4(v4) = to else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "udp-sendmsg-compat-flag takes an IPv4 address",
-        ));
-    };
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
-        sin_zero: [0; 8],
-    };
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    let payload = *b"x";
-    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
-    // SAFETY: all-zero is a valid msghdr; the fields used are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&sin as *const libc::sockaddr_in).cast_mut().cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+fn sendmsg_compat_flag(to: SocketAddr) -> Outcome {
     const MSG_CMSG_COMPAT: libc::c_int = 0x8000_0000_u32 as libc::c_int;
-    // SAFETY: the message points at an address and a buffer that outlive the call.
-    check(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, MSG_CMSG_COMPAT) } as libc::c_long).map(drop)
+    with_dgram_msg(to, |fd, hdr, _, _, _| {
+        // SAFETY: the message points at an address and a buffer that outlive the call.
+        check(unsafe { libc::sendmsg(fd, hdr, MSG_CMSG_COMPAT) } as libc::c_long)
+    })
+    .map(drop)
 }
 
 fn main() -> ExitCode {
